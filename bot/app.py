@@ -1,0 +1,187 @@
+"""The composition root: the only module that knows every part. Builds the store, the domain, the
+Matrix client and its loops, runs them in one event loop and shuts them down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from nio import ProfileGetDisplayNameResponse, RoomResolveAliasResponse
+
+from bot.commands.catalog import all_commands
+from bot.commands.executor import CommandExecutor
+from bot.commands.services import Services
+from bot.community.audit import AuditLog
+from bot.community.outbox import Outbox
+from bot.community.users import UserService
+from bot.config import Config
+from bot.matrix.client import CONNECT_ERRORS, build_client, log_in
+from bot.matrix.direct import DirectMessenger
+from bot.matrix.dispatch import Dispatcher
+from bot.matrix.invites import InvitePolicy
+from bot.matrix.outbox_courier import OutboxCourier
+from bot.matrix.sender import Sender
+from bot.matrix.sync import SyncLoop
+from bot.store.database import Database
+from bot.store.direct_rooms import DirectRooms
+from bot.store.events import EventLedger
+from bot.store.migrate import upgrade_to_head
+
+log = structlog.get_logger(__name__)
+
+SHUTDOWN_GRACE_S = 10.0
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+class BotApp:
+    def __init__(self, config: Config, *, long_poll_ms: int | None = None) -> None:
+        self.config = config
+        self.db = Database(config.database.url)
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._long_poll_ms = long_poll_ms
+        self.sender: Sender | None = None
+        self.courier: OutboxCourier | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        await asyncio.wait_for(self.ready.wait(), timeout)
+
+    async def run(self) -> None:
+        cfg = self.config
+        try:
+            before, after = await upgrade_to_head(self.db)
+            if before != after:
+                log.info(
+                    "store.migrated",
+                    from_revision=before,
+                    to_revision=after,
+                    backend=self.db.backend,
+                )
+            client = build_client(
+                cfg.matrix.homeserver,
+                cfg.matrix.user_id,
+                cfg.data.dir,
+                encryption=cfg.matrix.encryption,
+            )
+            try:
+                await self._run_with_client(client)
+            finally:
+                await client.close()
+        finally:
+            await self.db.close()
+            log.info("bot.stopped")
+
+    async def _log_in(self, client: Any) -> None:
+        m = self.config.matrix
+        failures = 0
+        while True:
+            try:
+                await log_in(
+                    client,
+                    data_dir=self.config.data.dir,
+                    password=_secret(m.password),
+                    access_token=_secret(m.access_token),
+                    device_name=m.device_name,
+                )
+                return
+            except (*CONNECT_ERRORS, ConnectionError) as problem:
+                failures += 1
+                wait = min(60, 2**failures)
+                log.warning(
+                    "matrix.unreachable",
+                    homeserver=m.homeserver,
+                    error=str(problem),
+                    retry_in_s=wait,
+                )
+                await asyncio.sleep(wait)
+
+    async def _resolve_admin_room(self, client: Any) -> str | None:
+        room = self.config.matrix.admin_room
+        if room is None or room.startswith("!"):
+            return room
+        response = await client.room_resolve_alias(room)
+        if not isinstance(response, RoomResolveAliasResponse):
+            raise RuntimeError(f"matrix.admin_room {room} does not resolve: {response.message}")
+        return response.room_id
+
+    async def _run_with_client(self, client: Any) -> None:
+        cfg = self.config
+        login = asyncio.create_task(self._log_in(client))
+        if not await self._until_stopped(login):
+            return
+        users = UserService(self.db, cfg.roles.admins)
+        services = Services(users=users, audit=AuditLog(self.db), bot_user_id=client.user_id)
+        executor = CommandExecutor(
+            all_commands(),
+            services,
+            prefix=cfg.matrix.command_prefix,
+            admin_room_id=await self._resolve_admin_room(client),
+        )
+        self.sender = sender = Sender(client)
+        direct = DirectMessenger(client, DirectRooms(self.db), encryption=cfg.matrix.encryption)
+        ledger = EventLedger(self.db, client.user_id)
+        dispatcher = Dispatcher(
+            client,
+            ledger=ledger,
+            executor=executor,
+            sender=sender,
+            direct=direct,
+            invites=InvitePolicy(cfg.matrix.autojoin_from, cfg.roles.admins),
+            prefix=cfg.matrix.command_prefix,
+        )
+        profile = await client.get_displayname(client.user_id)
+        if isinstance(profile, ProfileGetDisplayNameResponse):
+            dispatcher.display_name = profile.displayname
+        sync = SyncLoop(
+            client, ledger, dispatcher, encryption=cfg.matrix.encryption,
+            **({"long_poll_ms": self._long_poll_ms} if self._long_poll_ms else {}),
+        )  # fmt: skip
+        self.courier = OutboxCourier(Outbox(self.db), sender, direct)
+        tasks = [asyncio.create_task(sync.run(), name="sync")]
+        try:
+            if not await self._until_stopped(asyncio.create_task(sync.ready.wait()), tasks):
+                return
+            tasks.append(asyncio.create_task(self.courier.run(), name="outbox"))
+            self.ready.set()
+            log.info("bot.ready", user_id=client.user_id, device_id=client.device_id)
+            await self._until_stopped(None, tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await dispatcher.drain(SHUTDOWN_GRACE_S)
+
+    async def _until_stopped(
+        self, awaited: asyncio.Task[Any] | None, watched: Sequence[asyncio.Task[Any]] = ()
+    ) -> bool:
+        """Wait for `awaited` (or forever) while a stop request or a failing background task ends it.
+        True when `awaited` finished normally."""
+        stopper = asyncio.create_task(self._stop.wait())
+        waiting = {stopper, *watched} | ({awaited} if awaited else set())
+        try:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        for task in done:
+            if task in watched:
+                task.result()  # a background task must never end: re-raise what killed it
+                raise RuntimeError(f"{task.get_name()} loop ended unexpectedly")
+        if awaited is not None and awaited in done:
+            awaited.result()
+            return True
+        if awaited is not None:
+            awaited.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await awaited
+        return False

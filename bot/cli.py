@@ -1,0 +1,91 @@
+"""`community-bot run | migrate | check-config`: the operator's entry points. Problems an operator
+can fix (config, credentials, schema) end with a clear message and exit 1, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from bot.config import ConfigError, load_config, redacted_dict
+
+
+def _fail(message: str) -> int:
+    print(f"community-bot: {message}", file=sys.stderr)
+    return 1
+
+
+def _config_or_exit(path: str):  # type: ignore[no-untyped-def]
+    try:
+        return load_config(path)
+    except ConfigError as problem:
+        print(f"community-bot: configuration problems in {path}:", file=sys.stderr)
+        for line in problem.problems:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+async def _run(config) -> None:  # type: ignore[no-untyped-def]
+    from bot.app import BotApp
+
+    app = BotApp(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.stop)
+    await app.run()
+
+
+async def _migrate(config) -> None:  # type: ignore[no-untyped-def]
+    from bot.store.database import Database
+    from bot.store.migrate import upgrade_to_head
+
+    db = Database(config.database.url)
+    try:
+        before, after = await upgrade_to_head(db)
+    finally:
+        await db.close()
+    print(
+        f"database at revision {after}"
+        + (f" (was {before})" if before != after else " (up to date)")
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="community-bot", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the bot (and its web app) until SIGTERM/SIGINT")
+    run.add_argument("--config", required=True, help="path to config.toml")
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date and exit")
+    migrate.add_argument("--config", required=True, help="path to config.toml")
+    check = commands.add_parser("check-config", help="validate a config file and print a summary")
+    check.add_argument("path", help="path to config.toml")
+    args = parser.parse_args(argv)
+
+    if args.command == "check-config":
+        config = _config_or_exit(args.path)
+        for section, values in redacted_dict(config).items():
+            print(f"[{section}]")
+            for key, value in values.items():
+                print(f"  {key} = {value!r}")
+        print("config ok")
+        return 0
+
+    config = _config_or_exit(args.config)
+    from bot.logging import configure_logging
+    from bot.matrix.client import MatrixLoginError
+    from bot.store.migrate import SchemaError
+
+    configure_logging(config.logging.level, config.logging.format)
+    try:
+        asyncio.run(_run(config) if args.command == "run" else _migrate(config))
+    except (MatrixLoginError, SchemaError) as problem:
+        return _fail(str(problem))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

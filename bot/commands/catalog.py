@@ -1,0 +1,10 @@
+"""Every command area, in the order help lists them."""
+
+from __future__ import annotations
+
+from bot.commands import general
+from bot.commands.registry import Registry, merge
+
+
+def all_commands() -> Registry:
+    return merge(general.registry)

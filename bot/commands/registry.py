@@ -1,0 +1,308 @@
+"""Commands are declared once — name, aliases, arguments, required role, help — and everything else
+(parsing, permission checks, help text, suggestions, the README reference) is derived from that."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from bot.community.roles import Role
+
+if TYPE_CHECKING:
+    from bot.commands.context import CommandContext
+    from bot.commands.reply import Reply
+
+
+class Kind(Enum):
+    WORD = "word"  # one token
+    TEXT = "text"  # the rest of the line, as typed
+    INT = "int"
+    USER = "user"  # an MXID, or a mention pill to one
+    ROOM = "room"  # a room id or alias
+    CHOICE = "choice"
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    kind: Kind = Kind.WORD
+    required: bool = True
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+
+    def usage(self) -> str:
+        if self.kind is Kind.CHOICE:
+            inner = "|".join(self.choices)
+        elif self.metavar:
+            inner = self.metavar
+        elif self.kind is Kind.USER:
+            inner = "@user"
+        elif self.kind is Kind.ROOM:
+            inner = "#room|!id"
+        else:
+            inner = self.name
+        if self.kind is Kind.TEXT:
+            inner += "…"
+        return f"<{inner}>" if self.required else f"[{inner}]"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """`--name` alone (a switch) or `--name VALUE`."""
+
+    name: str
+    kind: Kind | None = None  # None for a switch
+    help: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.name.replace("-", "_")
+
+    def usage(self) -> str:
+        if self.kind is None:
+            return f"[--{self.name}]"
+        metavar = {Kind.ROOM: "#room|!id", Kind.USER: "@user"}.get(self.kind, self.name)
+        return f"[--{self.name} <{metavar}>]"
+
+
+Handler = Callable[["CommandContext", "Args"], Awaitable["Reply"]]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    handler: Handler
+    help: str
+    role: Role = Role.USER
+    args: tuple[Arg, ...] = ()
+    flags: tuple[Flag, ...] = ()
+    aliases: tuple[str, ...] = ()
+    area: str = "general"
+    details: str = ""
+    # Admin commands are confined to [matrix] admin_room when one is configured.
+    admin_room_only: bool | None = None
+    # Deactivated users may still run these (help, whoami).
+    allowed_when_inactive: bool = False
+
+    @property
+    def confined_to_admin_room(self) -> bool:
+        return self.role is Role.ADMIN if self.admin_room_only is None else self.admin_room_only
+
+    def usage(self, prefix: str) -> str:
+        parts = [
+            f"{prefix}{self.name}",
+            *(a.usage() for a in self.args),
+            *(f.usage() for f in self.flags),
+        ]
+        return " ".join(parts)
+
+
+class Args(dict[str, Any]):
+    """Parsed arguments; `args.user` and `args["user"]` both work."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class UsageError(Exception):
+    """The arguments do not fit the command; the message says why."""
+
+
+_MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+_ROOM = re.compile(r"^[!#][^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+_PILL = re.compile(r"^https://matrix\.to/#/(@[^/?\s]+)")
+
+
+def parse_user(token: str) -> str:
+    candidate = token
+    pill = _PILL.match(token)
+    if pill:
+        candidate = pill.group(1).replace("%40", "@").replace("%3A", ":")
+    if not _MXID.match(candidate):
+        raise UsageError(f"{token!r} is not a Matrix user ID (like @alice:example.org)")
+    return candidate
+
+
+def parse_room(token: str) -> str:
+    if not _ROOM.match(token):
+        raise UsageError(f"{token!r} is not a room ID or alias (like #general:example.org)")
+    return token
+
+
+def _convert(kind: Kind, name: str, token: str, choices: tuple[str, ...]) -> Any:
+    if kind is Kind.INT:
+        try:
+            return int(token)
+        except ValueError:
+            raise UsageError(f"{name} must be a whole number, not {token!r}") from None
+    if kind is Kind.USER:
+        return parse_user(token)
+    if kind is Kind.ROOM:
+        return parse_room(token)
+    if kind is Kind.CHOICE:
+        lowered = token.lower()
+        if lowered not in choices:
+            raise UsageError(f"{name} must be one of {', '.join(choices)}, not {token!r}")
+        return lowered
+    return token
+
+
+@dataclass
+class _Token:
+    text: str
+    start: int  # span of the token in the argument text
+    end: int
+
+
+_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens = []
+    for m in _TOKEN.finditer(text):
+        value = m.group(1).replace('\\"', '"') if m.group(1) is not None else m.group(2)
+        tokens.append(_Token(value, m.start(), m.end()))
+    return tokens
+
+
+def _raw_text(text: str, start: int, cut: list[tuple[int, int]]) -> str:
+    """The line from `start` on, as typed (newlines kept), without the option spans in `cut`."""
+    pieces, pos = [], start
+    for a, b in sorted(c for c in cut if c[0] >= start):
+        pieces.append(text[pos:a])
+        pos = b
+    pieces.append(text[pos:])
+    joined = pieces[0]
+    for piece in pieces[1:]:
+        joined = joined.rstrip(" \t") + " " + piece.lstrip(" \t")
+    return joined.strip()
+
+
+def parse_arguments(command: Command, text: str) -> Args:
+    """Bind the text after the command name to its declared arguments and options.
+
+    Options (`--room X`, `--yes`) may stand anywhere; a free-text argument takes the rest of
+    the line as typed, so multi-line announcements keep their shape.
+    """
+    tokens = _tokenize(text)
+    args = Args({f.key: (False if f.kind is None else None) for f in command.flags})
+    flags = {f"--{f.name}": f for f in command.flags}
+    has_text = any(a.kind is Kind.TEXT for a in command.args)
+    positional: list[_Token] = []
+    cut: list[tuple[int, int]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        flag = flags.get(tok.text.lower())
+        if flag is not None:
+            if flag.kind is None:
+                args[flag.key] = True
+                cut.append((tok.start, tok.end))
+            else:
+                if i + 1 >= len(tokens):
+                    raise UsageError(f"{tok.text} needs a value")
+                i += 1
+                args[flag.key] = _convert(flag.kind, tok.text, tokens[i].text, ())
+                cut.append((tok.start, tokens[i].end))
+        elif tok.text.startswith("--") and len(tok.text) > 2 and not has_text:
+            raise UsageError(f"unknown option {tok.text}")
+        else:
+            positional.append(tok)
+        i += 1
+
+    for index, arg in enumerate(command.args):
+        if arg.kind is Kind.TEXT:
+            rest = positional[index:]
+            value = _raw_text(text, rest[0].start, cut) if rest else ""
+            if not value and arg.required:
+                raise UsageError(f"missing {arg.name}")
+            args[arg.name] = value or None
+            return args
+        if index < len(positional):
+            args[arg.name] = _convert(arg.kind, arg.name, positional[index].text, arg.choices)
+        elif arg.required:
+            raise UsageError(f"missing {arg.name}")
+        else:
+            args[arg.name] = None
+    if len(positional) > len(command.args):
+        extra = " ".join(t.text for t in positional[len(command.args) :])
+        raise UsageError(f"unexpected {extra!r}")
+    return args
+
+
+@dataclass
+class Registry:
+    commands: dict[str, Command] = field(default_factory=dict)
+    _lookup: dict[str, Command] = field(default_factory=dict)
+
+    def add(self, command: Command) -> Command:
+        for key in (command.name, *command.aliases):
+            if key in self._lookup:
+                raise ValueError(f"command name {key!r} declared twice")
+            self._lookup[key] = command
+        self.commands[command.name] = command
+        return command
+
+    def command(
+        self,
+        name: str,
+        *,
+        help: str,
+        role: Role = Role.USER,
+        args: Iterable[Arg] = (),
+        flags: Iterable[Flag] = (),
+        aliases: Iterable[str] = (),
+        area: str = "general",
+        details: str = "",
+        admin_room_only: bool | None = None,
+        allowed_when_inactive: bool = False,
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.add(
+                Command(
+                    name=name,
+                    handler=handler,
+                    help=help,
+                    role=role,
+                    args=tuple(args),
+                    flags=tuple(flags),
+                    aliases=tuple(aliases),
+                    area=area,
+                    details=details,
+                    admin_room_only=admin_room_only,
+                    allowed_when_inactive=allowed_when_inactive,
+                )
+            )
+            return handler
+
+        return register
+
+    def resolve(self, name: str) -> Command | None:
+        return self._lookup.get(name.lower())
+
+    def visible_to(self, role: Role) -> list[Command]:
+        return [c for c in self.commands.values() if c.role <= role]
+
+    def suggest(self, name: str, role: Role) -> str | None:
+        names = [key for key, c in self._lookup.items() if c.role <= role]
+        close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
+        return self._lookup[close[0]].name if close else None
+
+    def areas(self) -> list[str]:
+        return list(dict.fromkeys(c.area for c in self.commands.values()))
+
+
+def merge(*registries: Registry) -> Registry:
+    combined = Registry()
+    for registry in registries:
+        for command in registry.commands.values():
+            combined.add(command)
+    return combined

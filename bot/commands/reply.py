@@ -1,0 +1,20 @@
+"""What a command answers, before anyone decides how it looks in Matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Markdown text plus how to deliver it; bot/matrix/render.py turns it into Matrix content."""
+
+    markdown: str
+    mentions: tuple[str, ...] = ()
+    # Also (or only) sent to the caller by direct message, e.g. a login link asked for in a room.
+    direct_markdown: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def error(cls, text: str) -> Reply:
+        return cls(f"⚠️ {text}")

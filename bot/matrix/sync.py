@@ -1,0 +1,104 @@
+"""The sync loop: never dies silently. It persists its token after each batch is dispatched, skips
+the backlog on a fresh start, and backs off (logging why) while the homeserver is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import structlog
+from nio import AsyncClient, SyncError, SyncResponse
+
+from bot.matrix.client import CONNECT_ERRORS, MatrixLoginError
+from bot.matrix.dispatch import Dispatcher
+from bot.store.events import EventLedger
+
+log = structlog.get_logger(__name__)
+
+LONG_POLL_MS = 30_000
+MAX_BACKOFF_S = 60.0
+# On a fresh start only the state matters; one event per room keeps the first sync small.
+FRESH_START_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 1}}}
+
+
+class SyncLoop:
+    def __init__(
+        self,
+        client: AsyncClient,
+        ledger: EventLedger,
+        dispatcher: Dispatcher,
+        *,
+        encryption: bool,
+        long_poll_ms: int = LONG_POLL_MS,
+    ) -> None:
+        self._client = client
+        self._ledger = ledger
+        self._dispatcher = dispatcher
+        self._encryption = encryption
+        self._long_poll_ms = long_poll_ms
+        self.ready = asyncio.Event()  # set after the first successful sync
+
+    async def run(self) -> None:
+        token = await self._ledger.sync_token()
+        fresh = token is None
+        first = True
+        failures = 0
+        while True:
+            try:
+                response = await self._client.sync(
+                    timeout=0 if first else self._long_poll_ms,
+                    since=token,
+                    full_state=first or None,
+                    sync_filter=FRESH_START_FILTER if fresh else None,
+                )
+            except CONNECT_ERRORS as problem:
+                response = None
+                reason = (
+                    f"{type(problem).__name__}: {problem}"
+                    if str(problem)
+                    else type(problem).__name__
+                )
+            else:
+                reason = ""
+                if isinstance(response, SyncError):
+                    if response.status_code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+                        raise MatrixLoginError(
+                            "the homeserver no longer accepts the bot's access token "
+                            f"({response.status_code}); log in again"
+                        )
+                    reason = f"{response.status_code}: {response.message}"
+                    response = None
+            if response is None:
+                failures += 1
+                wait = min(MAX_BACKOFF_S, 2 ** min(failures - 1, 6)) * random.uniform(0.8, 1.2)
+                log.warning(
+                    "matrix.sync_failed", reason=reason, attempt=failures, retry_in_s=round(wait, 1)
+                )
+                await asyncio.sleep(wait)
+                continue
+            assert isinstance(response, SyncResponse)
+            if failures:
+                log.info("matrix.sync_recovered", after_attempts=failures)
+                failures = 0
+            await self._dispatcher.handle_sync(response, backlog=fresh)
+            token = response.next_batch
+            await self._ledger.save_sync_token(token)
+            first = fresh = False
+            if self._encryption:
+                await self._crypto_housekeeping()
+            self.ready.set()
+
+    async def _crypto_housekeeping(self) -> None:
+        """What nio's sync_forever does between syncs: keep device and one-time keys flowing."""
+        client = self._client
+        try:
+            if client.should_upload_keys:
+                await client.keys_upload()
+            if client.should_query_keys:
+                await client.keys_query()
+            if client.should_claim_keys:
+                await client.keys_claim(client.get_users_for_key_claiming())
+            await client.send_to_device_messages()
+        except CONNECT_ERRORS as problem:
+            log.warning("matrix.crypto_housekeeping_failed", error=str(problem))

@@ -1,0 +1,48 @@
+"""Is a message addressed to the bot? A command prefix, or a mention of the bot (pill, MXID or name)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Trigger:
+    text: str  # what follows the prefix or the mention
+    prefixed: bool  # the text began with the command prefix
+    mentioned: bool  # the bot was mentioned
+
+
+def _mentions_bot(content: dict[str, Any], bot_user_id: str) -> bool:
+    mentions = content.get("m.mentions")
+    if isinstance(mentions, dict) and bot_user_id in (mentions.get("user_ids") or []):
+        return True
+    formatted = content.get("formatted_body")
+    return isinstance(formatted, str) and f"matrix.to/#/{bot_user_id}" in formatted
+
+
+def _strip_leading_name(body: str, names: list[str]) -> str | None:
+    for name in sorted(filter(None, names), key=len, reverse=True):
+        match = re.match(rf"^\s*@?{re.escape(name)}\b[:,]?\s*", body, re.IGNORECASE)
+        if match:
+            return body[match.end() :]
+    return None
+
+
+def find_trigger(
+    content: dict[str, Any], *, prefix: str, bot_user_id: str, bot_display_name: str | None
+) -> Trigger | None:
+    body = content.get("body")
+    if not isinstance(body, str):
+        return None
+    if body.startswith(prefix):
+        return Trigger(body[len(prefix) :], prefixed=True, mentioned=False)
+    localpart = bot_user_id[1:].split(":", 1)[0]
+    rest = _strip_leading_name(body, [bot_user_id.lstrip("@"), bot_display_name or "", localpart])
+    if rest is None and not _mentions_bot(content, bot_user_id):
+        return None
+    text = (rest if rest is not None else body).strip()
+    if text.startswith(prefix):
+        return Trigger(text[len(prefix) :], prefixed=True, mentioned=True)
+    return Trigger(text, prefixed=False, mentioned=True)

@@ -1,0 +1,40 @@
+"""Where the bot is in the event stream: its sync token and the events it has claimed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete
+
+from bot.store.database import Database
+from bot.store.models import HandledEvent, SyncState, utcnow
+from bot.store.upsert import insert_ignore, upsert
+
+
+class EventLedger:
+    def __init__(self, db: Database, account: str) -> None:
+        self._db = db
+        self._account = account
+
+    async def sync_token(self) -> str | None:
+        async with self._db.transaction() as session:
+            row = await session.get(SyncState, self._account)
+            return row.next_batch if row else None
+
+    async def save_sync_token(self, token: str) -> None:
+        async with self._db.transaction() as session:
+            await upsert(
+                session, SyncState, "account",
+                account=self._account, next_batch=token, updated_at=utcnow(),
+            )  # fmt: skip
+
+    async def claim(self, event_id: str, room_id: str) -> bool:
+        """True the first time an event id is claimed, False ever after (also across restarts)."""
+        async with self._db.transaction() as session:
+            return await insert_ignore(
+                session, HandledEvent, event_id=event_id, room_id=room_id, handled_at=utcnow()
+            )
+
+    async def forget_before(self, cutoff: datetime) -> None:
+        async with self._db.transaction() as session:
+            await session.execute(delete(HandledEvent).where(HandledEvent.handled_at < cutoff))

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything the bot, its tests and the demo need; safe to run again (each step is skipped when done).
+#   .venv/               the project and its test tools (editable install)
+#   .cache/synapse-venv  Synapse from PyPI, in a virtualenv of its own
+#   system packages      PostgreSQL server binaries (apt), when missing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+need_apt=()
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then need_apt+=(postgresql); fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then need_apt+=(nodejs npm); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "install: apt packages: ${need_apt[*]}"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+stamp_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
+
+# The project.
+want=$(stamp_of pyproject.toml)
+if [ ! -f .venv/.installed ] || [ "$(cat .venv/.installed)" != "$want" ]; then
+    echo "install: project virtualenv (.venv)"
+    [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+    .venv/bin/pip install -q --upgrade pip 2>&1 | quiet_pip
+    .venv/bin/pip install -q -e '.[test]' 2>&1 | quiet_pip
+    .venv/bin/python -c "import nio, sqlalchemy, alembic, structlog" # fail here, not later
+    echo "$want" > .venv/.installed
+fi
+
+# Synapse, kept apart from the project's dependencies.
+SYNAPSE_SPEC=${SYNAPSE_SPEC:-matrix-synapse[oidc]}
+if [ ! -f .cache/synapse-venv/.installed ] || [ "$(cat .cache/synapse-venv/.installed)" != "$SYNAPSE_SPEC" ]; then
+    echo "install: Synapse virtualenv (.cache/synapse-venv)"
+    mkdir -p .cache
+    [ -x .cache/synapse-venv/bin/python ] || "$PYTHON" -m venv .cache/synapse-venv
+    .cache/synapse-venv/bin/pip install -q --upgrade pip 2>&1 | quiet_pip
+    .cache/synapse-venv/bin/pip install -q "$SYNAPSE_SPEC" 2>&1 | quiet_pip
+    .cache/synapse-venv/bin/python -c "import synapse" # fail here, not later
+    echo "$SYNAPSE_SPEC" > .cache/synapse-venv/.installed
+fi
