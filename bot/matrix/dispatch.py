@@ -12,6 +12,7 @@ from nio import (
     AsyncClient,
     InviteMemberEvent,
     JoinError,
+    RoomMemberEvent,
     RoomMessageText,
     SyncResponse,
 )
@@ -75,11 +76,24 @@ class Dispatcher:
             log.info("matrix.backlog_skipped", events=skipped)
             return
         for room_id, info in response.rooms.join.items():
-            for event in info.timeline.events:
+            for event in self._since_our_join(info.timeline.events):
                 if getattr(event, "sender", None) == self.bot_user_id:
                     continue
                 if isinstance(event, RoomMessageText):
                     await self._on_text(room_id, event)
+
+    def _since_our_join(self, events: list[Any]) -> list[Any]:
+        """A room the bot has just joined arrives with its recent history: that is not for us."""
+        for index in range(len(events) - 1, -1, -1):
+            event = events[index]
+            if (
+                isinstance(event, RoomMemberEvent)
+                and event.state_key == self.bot_user_id
+                and event.membership == "join"
+                and event.prev_membership != "join"
+            ):
+                return events[index + 1 :]
+        return events
 
     async def drain(self, timeout: float) -> None:
         """Let handlers that are running finish (on shutdown), up to `timeout` seconds."""

@@ -186,8 +186,12 @@ class TestUser:
         for room_id, invite in response.rooms.invite.items():
             for event in invite.invite_state:
                 source = getattr(event, "source", None)
-                if isinstance(source, dict):
-                    new.append(_Entry(room_id, source, "invite", False))
+                if not isinstance(source, dict):
+                    continue
+                if "content" not in source and isinstance(getattr(event, "content", None), dict):
+                    # nio's InviteMemberEvent pops "content" out of its source dict.
+                    source = {**source, "content": event.content}
+                new.append(_Entry(room_id, source, "invite", False))
         async with self._changed:
             for entry in new:
                 event_id = entry.event.get("event_id")
