@@ -66,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         config = _config_or_exit(args.path)
         for section, values in redacted_dict(config).items():
+            if not isinstance(values, dict):
+                print(f"# {section}: {values}")
+                continue
             print(f"[{section}]")
             for key, value in values.items():
                 print(f"  {key} = {value!r}")
@@ -84,6 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(problem))
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        import structlog
+
+        structlog.get_logger("bot").exception("bot.crashed")
+        return 1
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 import structlog
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, WhoamiResponse
 from nio.exceptions import LocalProtocolError
@@ -13,7 +14,8 @@ from bot.matrix.credentials import Credentials, load_credentials, save_credentia
 
 log = structlog.get_logger(__name__)
 
-CONNECT_ERRORS = (OSError, asyncio.TimeoutError, TimeoutError)
+# Everything that means "the homeserver could not be reached or hung up", not "it said no".
+CONNECT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError, TimeoutError)
 
 
 class MatrixLoginError(Exception):

@@ -71,23 +71,32 @@ class SyncLoop:
                     response = None
             if response is None:
                 failures += 1
-                wait = min(MAX_BACKOFF_S, 2 ** min(failures - 1, 6)) * random.uniform(0.8, 1.2)
-                log.warning(
-                    "matrix.sync_failed", reason=reason, attempt=failures, retry_in_s=round(wait, 1)
-                )
-                await asyncio.sleep(wait)
+                await self._back_off(failures, reason)
                 continue
             assert isinstance(response, SyncResponse)
             if failures:
                 log.info("matrix.sync_recovered", after_attempts=failures)
                 failures = 0
-            await self._dispatcher.handle_sync(response, backlog=fresh)
-            token = response.next_batch
-            await self._ledger.save_sync_token(token)
+            try:
+                await self._dispatcher.handle_sync(response, backlog=fresh)
+                token = response.next_batch
+                await self._ledger.save_sync_token(token)
+            except Exception:
+                # A bug or a database hiccup must not end the loop. The token is not saved, so the
+                # batch comes again; events already claimed are not answered twice.
+                log.exception("matrix.sync_batch_failed")
+                failures += 1
+                await self._back_off(failures, "batch handling failed")
+                continue
             first = fresh = False
             if self._encryption:
                 await self._crypto_housekeeping()
             self.ready.set()
+
+    async def _back_off(self, failures: int, reason: str) -> None:
+        wait = min(MAX_BACKOFF_S, 2 ** min(failures - 1, 6)) * random.uniform(0.8, 1.2)
+        log.warning("matrix.sync_failed", reason=reason, attempt=failures, retry_in_s=round(wait, 1))
+        await asyncio.sleep(wait)
 
     async def _crypto_housekeeping(self) -> None:
         """What nio's sync_forever does between syncs: keep device and one-time keys flowing."""

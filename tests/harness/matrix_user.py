@@ -56,7 +56,8 @@ def _summary(event: dict[str, Any]) -> str:
     return text if len(text) < 220 else text[:217] + "..."
 
 
-def _client_config() -> nio.AsyncClientConfig:
+def default_client_config(**overrides: Any) -> nio.AsyncClientConfig:
+    """The client configuration TestUser uses by default; ``overrides`` replace fields."""
     kwargs: dict[str, Any] = {
         # Reconnect fast when Synapse restarts (nio's default backoff grows to 60 s).
         "max_timeout_retry_wait_time": 0.5,
@@ -67,6 +68,7 @@ def _client_config() -> nio.AsyncClientConfig:
         from nio.store import SqliteMemoryStore
 
         kwargs["store"] = SqliteMemoryStore
+    kwargs.update(overrides)
     return nio.AsyncClientConfig(**kwargs)
 
 
@@ -91,11 +93,24 @@ class TestUser:
 
     @classmethod
     async def login(
-        cls, homeserver: str, account: MatrixAccount, *, first_sync_timeout: float = 15.0
+        cls,
+        homeserver: str,
+        account: MatrixAccount,
+        *,
+        first_sync_timeout: float = 15.0,
+        client_config: nio.AsyncClientConfig | None = None,
     ) -> TestUser:
-        """Use the account's access token (no new login) and start syncing in the background."""
+        """Use the account's access token (no new login) and start syncing in the background.
+
+        Returns after the first successful sync. nio retries 429s (sleeping ``retry_after_ms``)
+        forever by default; to see them instead, pass
+        ``client_config=default_client_config(max_limit_exceeded=0)``.
+        """
         client = nio.AsyncClient(
-            homeserver, account.user_id, device_id=account.device_id, config=_client_config()
+            homeserver,
+            account.user_id,
+            device_id=account.device_id,
+            config=client_config or default_client_config(),
         )
         client.restore_login(account.user_id, account.device_id, account.access_token)
         user = cls(client, account)

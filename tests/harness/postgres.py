@@ -19,6 +19,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from tests.harness.synapse import stop_on_sigterm
+
 _running: set[PostgresServer] = set()
 _running_lock = threading.Lock()
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -129,6 +131,7 @@ class PostgresServer:
         if self._started:
             return
         self.bin_dir = postgres_bin_dir()
+        stop_on_sigterm(_stop_all_at_exit)
         if self._as_root and shutil.which("runuser") is None:
             raise RuntimeError("running as root needs `runuser` to start PostgreSQL as postgres")
         if self.base_dir is None:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def synapse_python() -> Path:
     python = Path(configured) if configured else REPO_ROOT / ".cache/synapse-venv/bin/python"
     if not python.exists():
         raise RuntimeError(
-            f"Synapse is not installed ({python} is missing): run `make test` or scripts/install.sh"
+            f"Synapse is not installed: run `make test` or scripts/install.sh ({python} is missing)"
         )
     return python
 
@@ -104,6 +105,37 @@ def _stop_all_at_exit() -> None:
 
 
 atexit.register(_stop_all_at_exit)
+
+_sigterm_callbacks: list[Callable[[], None]] = []
+
+
+def stop_on_sigterm(callback: Callable[[], None]) -> None:
+    """Run ``callback`` when this process gets SIGTERM (atexit does not run then), e.g. when
+    ``timeout pytest`` expires: our servers run in their own sessions and would outlive us."""
+    if callback in _sigterm_callbacks:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN:
+        return
+    _sigterm_callbacks.append(callback)
+
+    def handler(signum: int, frame: Any) -> None:
+        for cb in list(_sigterm_callbacks):
+            try:
+                cb()
+            except Exception:  # noqa: S110 - best effort while dying
+                pass
+        _sigterm_callbacks.clear()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    if previous is signal.SIG_DFL or callable(previous):
+        signal.signal(signal.SIGTERM, handler)
 
 
 class SynapseServer:
@@ -219,6 +251,7 @@ class SynapseServer:
         if self.running:
             return
         python = synapse_python()
+        stop_on_sigterm(_stop_all_at_exit)
         if self.config_path.exists():
             self._load_secret()
         else:

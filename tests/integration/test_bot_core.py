@@ -63,7 +63,9 @@ async def test_unknown_command_bad_arguments_and_mentions(synapse, tmp_path):
         async with await TestUser.login(synapse.base_url, synapse.fresh_account("bob")) as bob:
             room = await dm_with(bob, bot.user_id)
             typo = await bob.ask(room, "!pnig", sender=bot.user_id)
-            assert "I don't know the command `!pnig`. Did you mean `!ping`?" in typo["content"]["body"]
+            assert (
+                "I don't know the command `!pnig`. Did you mean `!ping`?" in typo["content"]["body"]
+            )
 
             bad = await bob.ask(room, "!help ping pong", sender=bot.user_id)
             assert bad["content"]["body"] == "⚠️ unexpected 'pong'. Usage: `!help [command]`"
@@ -132,7 +134,9 @@ async def test_restart_neither_repeats_nor_loses_commands(synapse, tmp_path):
             await ledger.save_sync_token(token_before)
             await db.close()
             await bot.start()
-            reply = await dave.wait_for_message(room, sender=bot.user_id, after_event_id=while_down, timeout=15)
+            reply = await dave.wait_for_message(
+                room, sender=bot.user_id, after_event_id=while_down, timeout=15
+            )
             assert in_reply_to(reply) == while_down
             after = await dave.send_text(room, "!ping")
             await dave.wait_for_message(room, sender=bot.user_id, after_event_id=after)

@@ -54,7 +54,7 @@ async def test_refuses_a_database_newer_than_the_code(db):
     await upgrade_to_head(db)
     async with db.engine.begin() as conn:
         await conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
-    with pytest.raises(SchemaError, match="9999_from_the_future.*newer release"):
+    with pytest.raises(SchemaError, match=r"9999_from_the_future.*newer release"):
         await upgrade_to_head(db)
     assert await current_revision(db) == "9999_from_the_future"
 

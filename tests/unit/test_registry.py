@@ -21,11 +21,29 @@ async def _noop(ctx, args):  # pragma: no cover - never called
 def _registry() -> Registry:
     r = Registry()
     r.command("ping", help="Ping.")(_noop)
-    r.command("kick", help="Kick.", role=Role.MODERATOR, args=[Arg("user", Kind.USER), Arg("reason", Kind.TEXT, required=False)],
-              flags=[Flag("room", Kind.ROOM), Flag("all")])(_noop)  # fmt: skip
-    r.command("role", help="Set a role.", role=Role.ADMIN,
-              args=[Arg("user", Kind.USER), Arg("role", Kind.CHOICE, choices=("user", "moderator", "admin"))])(_noop)  # fmt: skip
-    r.command("audit", help="Audit.", role=Role.ADMIN, args=[Arg("n", Kind.INT, required=False)], aliases=("log",))(_noop)
+    r.command(
+        "kick",
+        help="Kick.",
+        role=Role.MODERATOR,
+        args=[Arg("user", Kind.USER), Arg("reason", Kind.TEXT, required=False)],
+        flags=[Flag("room", Kind.ROOM), Flag("all")],
+    )(_noop)
+    r.command(
+        "role",
+        help="Set a role.",
+        role=Role.ADMIN,
+        args=[
+            Arg("user", Kind.USER),
+            Arg("role", Kind.CHOICE, choices=("user", "moderator", "admin")),
+        ],
+    )(_noop)
+    r.command(
+        "audit",
+        help="Audit.",
+        role=Role.ADMIN,
+        args=[Arg("n", Kind.INT, required=False)],
+        aliases=("log",),
+    )(_noop)
     return r
 
 
@@ -64,8 +82,12 @@ def test_usage_line_is_derived_from_the_declaration():
 def test_parse_user_room_text_and_flags_anywhere():
     kick = _registry().resolve("kick")
     args = parse_arguments(kick, "@bob:example.org --room #general:example.org being rude\n  twice")
-    assert args == {"user": "@bob:example.org", "room": "#general:example.org", "all": False,
-                    "reason": "being rude\n  twice"}  # fmt: skip
+    assert args == {
+        "user": "@bob:example.org",
+        "room": "#general:example.org",
+        "all": False,
+        "reason": "being rude\n  twice",
+    }
     args = parse_arguments(kick, "@bob:example.org spam --all")
     assert args.reason == "spam" and args.all is True
     assert parse_arguments(kick, "@bob:example.org").reason is None

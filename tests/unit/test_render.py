@@ -16,13 +16,15 @@ def test_raw_html_in_markdown_is_shown_not_interpreted():
 
 def test_dangerous_links_are_removed():
     html = markdown_to_html("[click](javascript:alert(1)) [ok](https://example.org)")
-    assert "href=\"javascript" not in html and "<a href=\"javascript" not in html
+    assert 'href="javascript' not in html and '<a href="javascript' not in html
     assert '<a href="https://example.org" rel="noopener noreferrer">ok</a>' in html
 
 
 def test_hostile_display_name_is_escaped_in_a_mention():
-    name = '<b>Evil</b> **loud** [x](https://evil.example) @room'
-    content = message_content(f"Welcome {mention('@evil:example.org', name)}!", mentions=("@evil:example.org",))
+    name = "<b>Evil</b> **loud** [x](https://evil.example) @room"
+    content = message_content(
+        f"Welcome {mention('@evil:example.org', name)}!", mentions=("@evil:example.org",)
+    )
     html = content["formatted_body"]
     assert "<b>" not in html and "<strong>" not in html
     assert 'href="https://evil.example"' not in html
@@ -69,5 +71,7 @@ def test_edit_carries_new_content_and_fallback():
 def test_sanitizer_strips_scripts_handlers_and_bad_schemes():
     from bot.matrix.render import sanitize_html
 
-    cleaned = sanitize_html('<a href="javascript:alert(1)">x</a><img src=x onerror=y><p onclick="z">t</p>')
+    cleaned = sanitize_html(
+        '<a href="javascript:alert(1)">x</a><img src=x onerror=y><p onclick="z">t</p>'
+    )
     assert cleaned == '<a rel="noopener noreferrer">x</a><p>t</p>'

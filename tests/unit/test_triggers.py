@@ -5,7 +5,9 @@ BOT = "@bot:example.org"
 
 
 def trig(body, **content):
-    return find_trigger({"body": body, **content}, prefix="!", bot_user_id=BOT, bot_display_name="Community Bot")
+    return find_trigger(
+        {"body": body, **content}, prefix="!", bot_user_id=BOT, bot_display_name="Community Bot"
+    )
 
 
 def test_prefix():
@@ -24,7 +26,10 @@ def test_mention_by_display_name_with_or_without_prefix():
 
 
 def test_mention_by_pill_and_intentional_mentions():
-    t = trig("bot: what is up?", formatted_body=f'<a href="https://matrix.to/#/{BOT}">bot</a>: what is up?')
+    t = trig(
+        "bot: what is up?",
+        formatted_body=f'<a href="https://matrix.to/#/{BOT}">bot</a>: what is up?',
+    )
     assert t.text == "what is up?" and t.mentioned and not t.prefixed
     t = trig("hey there", **{"m.mentions": {"user_ids": [BOT]}})
     assert t.text == "hey there" and t.mentioned

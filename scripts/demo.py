@@ -1,0 +1,108 @@
+"""`make demo`: a complete local stack — Synapse on 127.0.0.1:8008 and the bot — in the foreground
+until Ctrl-C. State lives in .demo/, so running it again reuses the same accounts and rooms."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from bot.app import BotApp  # noqa: E402
+from bot.config import load_config  # noqa: E402
+from bot.logging import configure_logging  # noqa: E402
+from tests.harness.bot import write_config  # noqa: E402
+from tests.harness.synapse import SynapseServer, free_port  # noqa: E402
+
+DEMO = ROOT / ".demo"
+PREFERRED_PORT = 8008
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _accounts(synapse: SynapseServer) -> dict[str, dict[str, str]]:
+    """The demo user and the bot account, created once and remembered."""
+    path = DEMO / "accounts.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    accounts = {}
+    for name in ("demo", "bot"):
+        password = secrets.token_urlsafe(12)
+        account = synapse.register(name, password, admin=False)
+        accounts[name] = {"user_id": account.user_id, "password": password}
+    path.write_text(json.dumps(accounts, indent=2))
+    path.chmod(0o600)
+    return accounts
+
+
+def _port_of(workdir: Path) -> int | None:
+    saved = workdir / "demo-port"
+    return int(saved.read_text()) if saved.exists() else None
+
+
+async def main() -> int:
+    DEMO.mkdir(exist_ok=True)
+    workdir = DEMO / "synapse"
+    workdir.mkdir(exist_ok=True)
+    port = _port_of(workdir) or (PREFERRED_PORT if _port_free(PREFERRED_PORT) else free_port())
+    (workdir / "demo-port").write_text(str(port))
+    synapse = SynapseServer(workdir, port=port, relaxed_rate_limits=False)
+    print(f"starting Synapse on {synapse.base_url} …", flush=True)
+    await asyncio.to_thread(synapse.start)
+    try:
+        accounts = _accounts(synapse)
+        demo, bot = accounts["demo"], accounts["bot"]
+        config_path = write_config(
+            DEMO / "config.toml",
+            {
+                "matrix": {
+                    "homeserver": synapse.base_url,
+                    "user_id": bot["user_id"],
+                    "password": bot["password"],
+                    "device_name": "community-bot demo",
+                    "autojoin_from": [synapse.server_name],
+                },
+                "data": {"dir": str(DEMO / "data")},
+                "roles": {"admins": [demo["user_id"]]},
+                "logging": {"level": "info", "format": "console"},
+            },
+        )
+        async with httpx.AsyncClient() as http:
+            (await http.get(f"{synapse.base_url}/health")).raise_for_status()
+        print(
+            "\nThe demo is running. Log in with any Matrix client (Element desktop, nheko, …):\n"
+            f"  homeserver: {synapse.base_url}\n"
+            f"  user: {demo['user_id']}\n"
+            f"  password: {demo['password']}\n"
+            f"  bot: {bot['user_id']}\n"
+            f"Start a direct chat with the bot and send !help or !ping. Ctrl-C stops everything.\n"
+            f"(config: {config_path}, state: {DEMO})\n",
+            flush=True,
+        )
+        config = load_config(config_path)
+        configure_logging(config.logging.level, config.logging.format)
+        app = BotApp(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, app.stop)
+        await app.run()
+    finally:
+        await asyncio.to_thread(synapse.stop)
+        print("demo stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
