@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -33,6 +34,7 @@ from bot.store.migrate import upgrade_to_head
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
+HANDLED_EVENTS_KEPT = timedelta(days=30)
 
 
 def _secret(value: Any) -> str | None:

@@ -95,7 +95,9 @@ class SyncLoop:
 
     async def _back_off(self, failures: int, reason: str) -> None:
         wait = min(MAX_BACKOFF_S, 2 ** min(failures - 1, 6)) * random.uniform(0.8, 1.2)
-        log.warning("matrix.sync_failed", reason=reason, attempt=failures, retry_in_s=round(wait, 1))
+        log.warning(
+            "matrix.sync_failed", reason=reason, attempt=failures, retry_in_s=round(wait, 1)
+        )
         await asyncio.sleep(wait)
 
     async def _crypto_housekeeping(self) -> None:

@@ -7,7 +7,6 @@ short-lived directory under the system temp dir, removed by ``stop()``).
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
 import re
@@ -16,13 +15,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
-from tests.harness.synapse import stop_on_sigterm
+from tests.harness.cleanup import track, untrack
 
-_running: set[PostgresServer] = set()
-_running_lock = threading.Lock()
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -50,19 +46,6 @@ def postgres_bin_dir() -> Path:
         "PostgreSQL server binaries (initdb, pg_ctl) were not found under /usr/lib/postgresql: "
         "run scripts/install.sh"
     )
-
-
-def _stop_all_at_exit() -> None:
-    with _running_lock:
-        servers = list(_running)
-    for server in servers:
-        try:
-            server.stop()
-        except Exception:  # noqa: S110 - best effort at interpreter exit
-            pass
-
-
-atexit.register(_stop_all_at_exit)
 
 
 class PostgresServer:
@@ -131,7 +114,6 @@ class PostgresServer:
         if self._started:
             return
         self.bin_dir = postgres_bin_dir()
-        stop_on_sigterm(_stop_all_at_exit)
         if self._as_root and shutil.which("runuser") is None:
             raise RuntimeError("running as root needs `runuser` to start PostgreSQL as postgres")
         if self.base_dir is None:
@@ -154,8 +136,7 @@ class PostgresServer:
             f"-p {self.port} -k {self.base_dir} -c listen_addresses={self.host} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
-        with _running_lock:
-            _running.add(self)
+        track(self)
         self._started = True
         try:
             self._run_as_server_user(
@@ -194,8 +175,7 @@ class PostgresServer:
                 )
             except RuntimeError:
                 pass  # not running (e.g. start failed)
-        with _running_lock:
-            _running.discard(self)
+        untrack(self)
         if self._owns_base_dir and self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None

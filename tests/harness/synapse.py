@@ -7,7 +7,6 @@ serves federation and trusts matrix.org keys): one client listener on 127.0.0.1 
 
 from __future__ import annotations
 
-import atexit
 import base64
 import copy
 import hashlib
@@ -20,14 +19,14 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.harness.cleanup import track, untrack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,9 +43,6 @@ RELAXED_RATE_LIMITS: dict[str, Any] = {
     "rc_admin_redaction": _RELAXED,
     "rc_key_requests": _RELAXED,
 }
-
-_running: set[SynapseServer] = set()
-_running_lock = threading.Lock()
 
 
 @dataclass
@@ -92,50 +88,6 @@ def _tail(path: Path, lines: int = 40) -> str:
     except OSError:
         return f"<{path} does not exist>"
     return "\n".join(text.splitlines()[-lines:]) or f"<{path} is empty>"
-
-
-def _stop_all_at_exit() -> None:
-    with _running_lock:
-        servers = list(_running)
-    for server in servers:
-        try:
-            server.stop()
-        except Exception:  # noqa: S110 - best effort at interpreter exit
-            pass
-
-
-atexit.register(_stop_all_at_exit)
-
-_sigterm_callbacks: list[Callable[[], None]] = []
-
-
-def stop_on_sigterm(callback: Callable[[], None]) -> None:
-    """Run ``callback`` when this process gets SIGTERM (atexit does not run then), e.g. when
-    ``timeout pytest`` expires: our servers run in their own sessions and would outlive us."""
-    if callback in _sigterm_callbacks:
-        return
-    if threading.current_thread() is not threading.main_thread():
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN:
-        return
-    _sigterm_callbacks.append(callback)
-
-    def handler(signum: int, frame: Any) -> None:
-        for cb in list(_sigterm_callbacks):
-            try:
-                cb()
-            except Exception:  # noqa: S110 - best effort while dying
-                pass
-        _sigterm_callbacks.clear()
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    if previous is signal.SIG_DFL or callable(previous):
-        signal.signal(signal.SIGTERM, handler)
 
 
 class SynapseServer:
@@ -251,7 +203,6 @@ class SynapseServer:
         if self.running:
             return
         python = synapse_python()
-        stop_on_sigterm(_stop_all_at_exit)
         if self.config_path.exists():
             self._load_secret()
         else:
@@ -266,8 +217,7 @@ class SynapseServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() signals exactly it
             )
-        with _running_lock:
-            _running.add(self)
+        track(self)
         try:
             self._wait_healthy(timeout)
         except BaseException:
@@ -318,8 +268,7 @@ class SynapseServer:
                     except ProcessLookupError:
                         pass
                     process.wait(timeout=10)
-        with _running_lock:
-            _running.discard(self)
+        untrack(self)
 
     def restart(self, timeout: float = 30) -> None:
         self.stop()
