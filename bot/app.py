@@ -14,8 +14,10 @@ from nio import ProfileGetDisplayNameResponse, RoomResolveAliasResponse
 
 from bot.commands.catalog import all_commands
 from bot.commands.executor import CommandExecutor
-from bot.commands.services import Services
+from bot.commands.services import LoginSettings, Services
 from bot.community.audit import AuditLog
+from bot.community.identity import IdentityService
+from bot.community.login_links import LoginLinks
 from bot.community.outbox import Outbox
 from bot.community.users import UserService
 from bot.config import Config
@@ -82,6 +84,10 @@ class BotApp:
             await self.db.close()
             log.info("bot.stopped")
 
+    def _outbox_waiting(self) -> None:
+        if self.courier is not None:
+            self.courier.wake()
+
     async def _log_in(self, client: Any) -> None:
         m = self.config.matrix
         failures = 0
@@ -120,8 +126,18 @@ class BotApp:
         login = asyncio.create_task(self._log_in(client))
         if not await self._until_stopped(login):
             return
-        users = UserService(self.db, cfg.roles.admins)
-        services = Services(users=users, audit=AuditLog(self.db), bot_user_id=client.user_id)
+        services = Services(
+            users=UserService(self.db, cfg.roles.admins),
+            audit=AuditLog(self.db),
+            identity=IdentityService(self.db, cfg.roles.admins),
+            login_links=LoginLinks(self.db, timedelta(seconds=cfg.sso.link_ttl_seconds)),
+            login=LoginSettings(
+                public_url=cfg.web.public_url,
+                link_ttl_minutes=cfg.sso.link_ttl_seconds // 60,
+                providers={p.id: p.display_name for p in cfg.sso.providers},
+            ),
+            bot_user_id=client.user_id,
+        )
         executor = CommandExecutor(
             all_commands(),
             services,

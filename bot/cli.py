@@ -1,4 +1,4 @@
-"""`community-bot run | migrate | check-config`: the operator's entry points. Problems an operator
+"""`community-bot run | web | migrate | check-config`: the operator's entry points. Problems an operator
 can fix (config, credentials, schema) end with a clear message and exit 1, never a traceback."""
 
 from __future__ import annotations
@@ -37,6 +37,28 @@ async def _run(config) -> None:  # type: ignore[no-untyped-def]
     await app.run()
 
 
+async def _web(config) -> None:  # type: ignore[no-untyped-def]
+    """The web app alone (e.g. several behind a load balancer), on the bot's database."""
+    from bot.store.database import Database
+    from bot.store.migrate import upgrade_to_head
+    from web_callback.app import create_app, serve
+
+    db = Database(config.database.url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await upgrade_to_head(db)
+        runner = await serve(create_app(config, db), config.web.listen_host, config.web.listen_port)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    finally:
+        await db.close()
+
+
 async def _migrate(config) -> None:  # type: ignore[no-untyped-def]
     from bot.store.database import Database
     from bot.store.migrate import upgrade_to_head
@@ -59,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--config", required=True, help="path to config.toml")
     migrate = commands.add_parser("migrate", help="bring the database schema up to date and exit")
     migrate.add_argument("--config", required=True, help="path to config.toml")
+    web = commands.add_parser("web", help="run only the SSO web app, on the bot's database")
+    web.add_argument("--config", required=True, help="path to config.toml")
     check = commands.add_parser("check-config", help="validate a config file and print a summary")
     check.add_argument("path", help="path to config.toml")
     args = parser.parse_args(argv)
@@ -82,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(config.logging.level, config.logging.format)
     try:
-        asyncio.run(_run(config) if args.command == "run" else _migrate(config))
+        runner = {"run": _run, "web": _web, "migrate": _migrate}[args.command]
+        asyncio.run(runner(config))
     except (MatrixLoginError, SchemaError) as problem:
         return _fail(str(problem))
     except KeyboardInterrupt:

@@ -356,6 +356,110 @@ class LoggingSettings(Section):
         return value
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> int:
+    """Seconds in a duration such as ``90s``, ``10m``, ``2h`` or ``7d``."""
+    match = _DURATION_RE.match(value)
+    if not match:
+        raise ValueError(f"expected a duration such as 10m, 90s, 2h or 7d, got {_show(value)}")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+class ProviderSettings(Section):
+    """One ``[[sso.providers]]`` table: an OpenID Connect provider, or GitHub (plain OAuth2)."""
+
+    id: str
+    name: str | None = None
+    kind: Literal["oidc", "github"] = "oidc"
+    # OIDC: the issuer URL; discovery is read from <issuer>/.well-known/openid-configuration.
+    issuer: str | None = None
+    client_id: str
+    client_secret: SecretStr
+    # Default: openid profile email (OIDC), read:user user:email (GitHub; plus read:org with teams).
+    scopes: tuple[str, ...] = ()
+    admin_groups: tuple[str, ...] = ()
+    moderator_groups: tuple[str, ...] = ()
+    groups_claim: str = "groups"
+    # GitHub only: groups are "<org>/<team>" for teams of this organisation (needs read:org).
+    github_org: str | None = None
+    # GitHub only, for GitHub Enterprise or tests: where its OAuth and API endpoints live.
+    github_url: str = "https://github.com"
+    github_api_url: str = "https://api.github.com"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", value):
+            raise ValueError(
+                f"expected lower-case letters, digits and dashes (like authentik), got {_show(value)}"
+            )
+        return value
+
+    @field_validator("issuer", "github_url", "github_api_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value, "https://auth.example.org")
+
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @classmethod
+    def cross_check(cls, values: Mapping[str, Any]) -> list[str]:
+        if values.get("kind", "oidc") == "oidc" and values.get("issuer") is None:
+            return ["issuer is required for an OpenID Connect provider"]
+        return []
+
+    @property
+    def display_name(self) -> str:
+        return self.name or ("GitHub" if self.kind == "github" else self.id.capitalize())
+
+    @property
+    def scope_list(self) -> tuple[str, ...]:
+        if self.scopes:
+            return self.scopes
+        if self.kind == "github":
+            return ("read:user", "user:email", *(("read:org",) if self.github_org else ()))
+        return ("openid", "profile", "email")
+
+
+class SsoSettings(Section):
+    """``[sso]``: one-time login links and the identity providers they lead to."""
+
+    link_ttl: str = "10m"
+    providers: tuple[ProviderSettings, ...] = ()
+
+    @field_validator("link_ttl")
+    @classmethod
+    def _link_ttl(cls, value: str) -> str:
+        seconds = parse_duration(value)
+        if not 60 <= seconds <= 86400:
+            raise ValueError(f"must be between 1m and 24h, got {_show(value)}")
+        return value
+
+    @classmethod
+    def cross_check(cls, values: Mapping[str, Any]) -> list[str]:
+        providers = values.get("providers")
+        if not isinstance(providers, tuple):
+            return []
+        ids = [p.id for p in providers]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        return [f"providers: id {d!r} is used twice" for d in dupes]
+
+    @property
+    def link_ttl_seconds(self) -> int:
+        return parse_duration(self.link_ttl)
+
+    def provider(self, provider_id: str) -> ProviderSettings | None:
+        return next((p for p in self.providers if p.id == provider_id), None)
+
+
 class Config(BaseModel):
     """The whole configuration. One field per section; field order is validation order."""
 
@@ -367,6 +471,7 @@ class Config(BaseModel):
     web: WebSettings = Field(default_factory=WebSettings)
     roles: RolesSettings = Field(default_factory=RolesSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    sso: SsoSettings = Field(default_factory=SsoSettings)
     source_path: Path | None = None
 
 
@@ -383,7 +488,7 @@ def _sections() -> dict[str, type[Section]]:
 
 # --------------------------------------------------------------------------- loading
 
-_Kind = Literal["str", "secret", "bool", "int", "float", "path", "list"]
+_Kind = Literal["str", "secret", "bool", "int", "float", "path", "list", "tables"]
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -405,6 +510,9 @@ def _field_kind(model: type[Section], name: str) -> _Kind:
     if isinstance(annotation, type) and issubclass(annotation, Path):
         return "path"
     if typing.get_origin(annotation) in (tuple, list, frozenset, set):
+        item = typing.get_args(annotation)[0]
+        if isinstance(item, type) and issubclass(item, Section):
+            return "tables"
         return "list"
     return "str"  # str and Literal choices
 
@@ -537,6 +645,174 @@ def _read_toml(path: Path, display: str) -> dict[str, Any]:
         raise ConfigError([f"{display}: {problem}"]) from None
 
 
+def _belongs_to_tables(key: str, tables: set[str]) -> bool:
+    return any(key == name or key.startswith(f"{name}_") for name in tables)
+
+
+def _resolve_tables(
+    section_name: str,
+    model: type[Section],
+    field: str,
+    layer_of: dict[str, dict[str, _Value]],
+    *,
+    file_base: Path,
+    cwd: Path,
+    problems: list[str],
+) -> object:
+    """A list of tables such as ``[[sso.providers]]``: each is checked like a section. The
+    environment reaches a table by its ``id``: ``CB_SSO_PROVIDERS_<ID>_<KEY>``."""
+    item_model = typing.get_args(model.model_fields[field].annotation)[0]
+    raw = layer_of["file"].get(field)
+    env_entries = layer_of["env"]
+    if raw is not None and (
+        not isinstance(raw.value, list) or not all(isinstance(t, dict) for t in raw.value)
+    ):
+        problems.append(
+            f"{section_name}.{field}: expected tables written as [[{section_name}.{field}]]"
+        )
+        return _INVALID
+    tables: list[dict[str, Any]] = raw.value if raw is not None else []  # type: ignore[assignment]
+    result: list[Section] = []
+    invalid = False
+    claimed: set[str] = set()
+    for index, table in enumerate(tables):
+        ident = table.get("id")
+        label = f"{section_name}.{field}[{ident if isinstance(ident, str) else index}]"
+        env_for_table: dict[str, _Value] = {}
+        if isinstance(ident, str):
+            prefix = f"{field}_{ident.replace('-', '_').lower()}_"
+            for key, item in env_entries.items():
+                if key.startswith(prefix):
+                    env_for_table[key[len(prefix) :]] = item
+                    claimed.add(key)
+        file_for_table = {k: _Value(v, raw.label if raw else None, False) for k, v in table.items()}
+        section, _ = _resolve_section(
+            label, item_model, file_for_table, env_for_table,
+            file_base=file_base, cwd=cwd, problems=problems,
+        )  # fmt: skip
+        if section is None:
+            invalid = True
+        else:
+            result.append(section)
+    for key, item in env_entries.items():
+        if _belongs_to_tables(key, {field}) and key not in claimed:
+            problems.append(
+                f"{section_name}.{key}: no [[{section_name}.{field}]] has the id this names"
+                f"{_suffix(item.label)}"
+            )
+            invalid = True
+    if invalid:
+        return _INVALID
+    return tuple(result) if raw is not None else None
+
+
+def _resolve_section(
+    section_name: str,
+    model: type[Section],
+    file_entries: dict[str, _Value],
+    env_entries: dict[str, _Value],
+    *,
+    file_base: Path,
+    cwd: Path,
+    problems: list[str],
+) -> tuple[Section | None, dict[str, object]]:
+    """Pick each key's value (environment over file, ``*_file`` secrets), coerce, validate.
+    Problems are appended to ``problems``; returns the section (None when invalid) and the raw
+    values that were set. Fields that hold lists of tables (``[[sso.providers]]``) recurse."""
+    layer_of = {"file": file_entries, "env": env_entries}
+    tables = {name for name in model.model_fields if _field_kind(model, name) == "tables"}
+    table_values: dict[str, object] = {}
+    for name in tables:
+        table_values[name] = _resolve_tables(
+            section_name, model, name, layer_of, file_base=file_base, cwd=cwd, problems=problems
+        )
+    fields = model.model_fields
+    secrets = {name for name in fields if _field_kind(model, name) == "secret"}
+    file_keys = {f"{name}_file": name for name in secrets}
+
+    for layer in (file_entries, env_entries):
+        for key, item in layer.items():
+            if key in fields or key in file_keys or _belongs_to_tables(key, tables):
+                continue
+            if key.endswith("_file") and key.removesuffix("_file") in fields:
+                readable = " and ".join(sorted(secrets)) or "no key of this section"
+                hint = f" ({readable} can be read from a file, not {key.removesuffix('_file')})"
+            else:
+                hint = _suggest(key, [*fields, *file_keys])
+            where = _suffix(item.label if item.from_env else None)
+            problems.append(f"{section_name}.{key}: unknown key{hint}{where}")
+
+    values: dict[str, object] = {}
+    labels: dict[str, str | None] = {}
+    failed: set[str] = set()
+    for name in fields:
+        if name in tables:
+            continue
+        kind = _field_kind(model, name)
+        chosen: tuple[str, _Value] | None = None  # (key actually used, value)
+        for entries in (env_entries, file_entries):
+            plain = entries.get(name)
+            from_file = entries.get(f"{name}_file") if name in secrets else None
+            if plain is not None and plain.from_env and plain.value == "" and kind != "list":
+                plain = None  # empty env value: not set
+            if from_file is not None and from_file.from_env and from_file.value == "":
+                from_file = None
+            if plain is not None and from_file is not None:
+                where = f" (from {plain.label} and {from_file.label})" if plain.from_env else ""
+                problems.append(
+                    f"{section_name}.{name}: set either {name} or {name}_file, not both{where}"
+                )
+                failed.add(name)
+                values[name] = _INVALID
+                break
+            if from_file is not None:
+                chosen = (f"{name}_file", from_file)
+                break
+            if plain is not None:
+                chosen = (name, plain)
+                break
+        if name in failed or chosen is None:
+            continue
+        key, item = chosen
+        base = file_base if not item.from_env else cwd
+        try:
+            if key == name:
+                values[name] = _coerce(kind, item.value, item.from_env, base)
+                labels[name] = item.label
+            else:
+                content = _read_secret_file(item.value, base)
+                values[name] = SecretStr(content)
+                labels[name] = f"{key} in {item.label}" if not item.from_env else item.label
+        except _Bad as exc:
+            problems.append(f"{section_name}.{key}: {exc}{_suffix(item.label)}")
+            failed.add(name)
+            values[name] = _INVALID  # set, for cross_check, but not validated
+
+    values.update({k: v for k, v in table_values.items() if v is not None})
+    failed.update(k for k, v in table_values.items() if v is _INVALID)
+    try:
+        section: Section | None = model.model_validate(
+            {k: v for k, v in values.items() if k not in failed}
+        )
+    except ValidationError as exc:
+        section = None
+        for error in exc.errors(include_input=False, include_url=False):
+            loc = error.get("loc", ())
+            field = str(loc[0]) if loc else ""
+            if field in failed:
+                continue
+            if error["type"] == "missing":
+                message = "required"
+            elif error["type"] == "value_error" and "error" in error.get("ctx", {}):
+                message = str(error["ctx"]["error"])
+            else:
+                message = error["msg"]
+            key = f"{section_name}.{field}" if field else section_name
+            problems.append(f"{key}: {message}{_suffix(labels.get(field))}")
+    problems.extend(f"{section_name}: {msg}" for msg in model.cross_check(values))
+    return section, values
+
+
 def load_config(
     path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
 ) -> Config:
@@ -587,87 +863,13 @@ def load_config(
     values_by_section: dict[str, dict[str, object]] = {}
     built: dict[str, Section] = {}
     for section_name, model in sections.items():
-        fields = model.model_fields
-        secrets = {name for name in fields if _field_kind(model, name) == "secret"}
-        file_keys = {f"{name}_file": name for name in secrets}
-
-        for layer in (file_layer, env_layer):
-            for key, item in layer[section_name].items():
-                if key in fields or key in file_keys:
-                    continue
-                if key.endswith("_file") and key.removesuffix("_file") in fields:
-                    readable = " and ".join(sorted(secrets)) or "no key of this section"
-                    hint = f" ({readable} can be read from a file, not {key.removesuffix('_file')})"
-                else:
-                    hint = _suggest(key, [*fields, *file_keys])
-                where = _suffix(item.label if item.from_env else None)
-                problems.append(f"{section_name}.{key}: unknown key{hint}{where}")
-
-        values: dict[str, object] = {}
-        labels: dict[str, str | None] = {}
-        failed: set[str] = set()
-        for name in fields:
-            kind = _field_kind(model, name)
-            chosen: tuple[str, _Value] | None = None  # (key actually used, value)
-            for layer in (env_layer, file_layer):
-                entries = layer[section_name]
-                plain = entries.get(name)
-                from_file = entries.get(f"{name}_file") if name in secrets else None
-                if plain is not None and plain.from_env and plain.value == "" and kind != "list":
-                    plain = None  # empty env value: not set
-                if from_file is not None and from_file.from_env and from_file.value == "":
-                    from_file = None
-                if plain is not None and from_file is not None:
-                    where = f" (from {plain.label} and {from_file.label})" if plain.from_env else ""
-                    problems.append(
-                        f"{section_name}.{name}: set either {name} or {name}_file, not both{where}"
-                    )
-                    failed.add(name)
-                    values[name] = _INVALID
-                    break
-                if from_file is not None:
-                    chosen = (f"{name}_file", from_file)
-                    break
-                if plain is not None:
-                    chosen = (name, plain)
-                    break
-            if name in failed or chosen is None:
-                continue
-            key, item = chosen
-            base = file_base if not item.from_env else cwd
-            try:
-                if key == name:
-                    values[name] = _coerce(kind, item.value, item.from_env, base)
-                    labels[name] = item.label
-                else:
-                    content = _read_secret_file(item.value, base)
-                    values[name] = SecretStr(content)
-                    labels[name] = f"{key} in {item.label}" if not item.from_env else item.label
-            except _Bad as exc:
-                problems.append(f"{section_name}.{key}: {exc}{_suffix(item.label)}")
-                failed.add(name)
-                values[name] = _INVALID  # set, for cross_check, but not validated
-
+        section, values = _resolve_section(
+            section_name, model, file_layer[section_name], env_layer[section_name],
+            file_base=file_base, cwd=cwd, problems=problems,
+        )  # fmt: skip
         values_by_section[section_name] = values
-        try:
-            built[section_name] = model.model_validate(
-                {k: v for k, v in values.items() if k not in failed}
-            )
-        except ValidationError as exc:
-            for error in exc.errors(include_input=False, include_url=False):
-                loc = error.get("loc", ())
-                field = str(loc[0]) if loc else ""
-                if field in failed:
-                    continue
-                if error["type"] == "missing":
-                    message = "required"
-                elif error["type"] == "value_error" and "error" in error.get("ctx", {}):
-                    message = str(error["ctx"]["error"])
-                else:
-                    message = error["msg"]
-                key = f"{section_name}.{field}" if field else section_name
-                problems.append(f"{key}: {message}{_suffix(labels.get(field))}")
-        problems.extend(f"{section_name}: {msg}" for msg in model.cross_check(values))
+        if section is not None:
+            built[section_name] = section
 
     if problems:
         raise ConfigError(problems)
@@ -700,6 +902,8 @@ def _plain(value: object) -> object:
         return str(value)
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
+    if isinstance(value, Section):
+        return {key: _plain(getattr(value, key)) for key in type(value).model_fields}
     return value
 
 

@@ -61,3 +61,60 @@ def artifacts_dir(request: pytest.FixtureRequest) -> Path:
     path = REPO_ROOT / "test-artifacts" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# -- OpenID provider and browser (tests/harness/oidc.py, tests/harness/hostile_oidc.py) -----------
+
+from collections.abc import AsyncIterator  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+    from tests.harness.oidc import OidcProvider
+
+CHROMIUM_PATH = "/usr/bin/chromium"  # Debian's package; never `playwright install`
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """node-oidc-provider shared by the session, started when a test first asks for it.
+
+    It starts without clients or accounts: register yours with ``add_client(...)`` and
+    ``set_account(...)`` (both take effect at once, without a restart), and use client ids of
+    your own (e.g. with the test's name) to stay out of other tests' way."""
+    from tests.harness.oidc import OidcProvider
+
+    server = OidcProvider(tmp_path_factory.mktemp("oidc-provider"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's headless Chromium driven by Playwright (async API), closed after the test."""
+    from playwright.async_api import async_playwright
+
+    if not Path(CHROMIUM_PATH).exists():
+        raise RuntimeError(f"{CHROMIUM_PATH} is missing: run scripts/install.sh")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

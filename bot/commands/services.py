@@ -5,11 +5,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.community.audit import AuditLog
+from bot.community.identity import IdentityService
+from bot.community.login_links import LoginLinks
 from bot.community.users import UserService
+
+
+@dataclass(frozen=True)
+class LoginSettings:
+    """What `!login` needs to know about the web side."""
+
+    public_url: str
+    link_ttl_minutes: int
+    providers: dict[str, str]  # id -> display name
+
+    def provider_name(self, provider_id: str) -> str:
+        return self.providers.get(provider_id, provider_id)
+
+    def url_for(self, token: str) -> str:
+        return f"{self.public_url}/login/{token}"
 
 
 @dataclass(frozen=True)
 class Services:
     users: UserService
     audit: AuditLog
+    identity: IdentityService
+    login_links: LoginLinks
+    login: LoginSettings
     bot_user_id: str

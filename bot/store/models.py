@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -109,3 +119,39 @@ class DirectRoom(Base):
     mxid: Mapped[str] = mapped_column(String(255), primary_key=True)
     room_id: Mapped[str] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Identity(Base):
+    """An SSO identity bound to a Matrix ID. Keyed on (issuer, subject), never on email or name."""
+
+    __tablename__ = "identities"
+    __table_args__ = (
+        UniqueConstraint("issuer", "subject", name="uq_identities_issuer_subject"),
+        UniqueConstraint("mxid", "provider", name="uq_identities_mxid_provider"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(512))
+    subject: Mapped[str] = mapped_column(String(255))
+    mxid: Mapped[str] = mapped_column(String(255), index=True)
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+    username: Mapped[str | None] = mapped_column(String(255), default=None)
+    display_name: Mapped[str | None] = mapped_column(String(255), default=None)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    linked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginLink(Base):
+    """A one-time login link. Only the SHA-256 of its token is stored."""
+
+    __tablename__ = "login_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mxid: Mapped[str] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    # The browser that started the flow (hash of its binding cookie); no other may continue it.
+    browser_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    used_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.app import BotApp
 from bot.config import Config, load_config
-from tests.harness.synapse import MatrixAccount, SynapseServer
+from tests.harness.synapse import MatrixAccount, SynapseServer, free_port
 
 
 def _toml_value(value: Any) -> str:
@@ -89,7 +89,9 @@ def bot_config(
     autojoin_from: list[str] | None = None,
     encryption: bool = False,
     extra: dict[str, dict[str, Any]] | None = None,
+    web_port: int | None = None,
 ) -> dict[str, dict[str, Any]]:
+    web_port = web_port or free_port()
     sections: dict[str, dict[str, Any]] = {
         "matrix": {
             "homeserver": synapse.base_url,
@@ -99,6 +101,7 @@ def bot_config(
             "autojoin_from": autojoin_from if autojoin_from is not None else [synapse.server_name],
         },
         "data": {"dir": str(data_dir)},
+        "web": {"listen": f"127.0.0.1:{web_port}", "public_url": f"http://127.0.0.1:{web_port}"},
         "roles": {"admins": list(admins)},
         "logging": {"level": "debug"},
     }

@@ -15,6 +15,7 @@ from bot.config import (
     DataSettings,
     LoggingSettings,
     MatrixSettings,
+    ProviderSettings,
     _coerce,
     load_config,
     redacted_dict,
@@ -71,8 +72,13 @@ def test_example_file_documents_every_key() -> None:
             continue
         assert f"[{section}]" in text
         for key in values:
+            if (section, key) == ("sso", "providers"):
+                assert "[[sso.providers]]" in text
+                continue
             assert f"{key} =" in text, f"{section}.{key} not documented"
-    for secret in ("password", "access_token", "session_secret"):
+    for key in ProviderSettings.model_fields:
+        assert f"# {key} =" in text, f"sso.providers.{key} not documented"
+    for secret in ("password", "access_token", "session_secret", "client_secret"):
         assert f"{secret}_file =" in text
     assert "CB_" in text
 
@@ -626,7 +632,7 @@ def test_redacted_dict(tmp_path: Path) -> None:
     assert data["roles"]["admins"] == ["@a:example.org"]
     assert data["data"]["dir"] == str(tmp_path / "data")
     assert data["database"]["url"] == "postgresql+asyncpg://bot:***@db:5432/bot"
-    assert set(data) == {"source_path", "matrix", "data", "database", "web", "roles", "logging"}
+    assert set(data) == {"source_path", "matrix", "data", "database", "web", "roles", "logging", "sso"}
     assert "hunter2-secret" not in json.dumps(data)
     assert "dbpass" not in json.dumps(data)
 

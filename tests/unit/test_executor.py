@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from bot.commands.executor import CommandExecutor, Message
 from bot.commands.general import registry as general
 from bot.commands.registry import Arg, Kind, Registry, merge
 from bot.commands.reply import Reply
-from bot.commands.services import Services
+from bot.commands.services import LoginSettings, Services
 from bot.community.audit import AuditLog
+from bot.community.identity import IdentityService
+from bot.community.login_links import LoginLinks
 from bot.community.roles import Role
 from bot.community.users import UserService
 from bot.store.database import Database
@@ -38,7 +42,14 @@ async def setup(tmp_path):
         session.add(User(mxid="@mod:x", role="moderator", active=True))
         session.add(User(mxid="@gone:x", role="user", active=False))
     users = UserService(db, bootstrap_admins=["@root:x"])
-    services = Services(users=users, audit=AuditLog(db), bot_user_id="@bot:x")
+    services = Services(
+        users=users,
+        audit=AuditLog(db),
+        identity=IdentityService(db, ["@root:x"]),
+        login_links=LoginLinks(db, timedelta(minutes=10)),
+        login=LoginSettings("http://127.0.0.1:8080", 10, {}),
+        bot_user_id="@bot:x",
+    )
     executor = CommandExecutor(
         merge(general, extra), services, prefix="!", admin_room_id=ADMIN_ROOM
     )

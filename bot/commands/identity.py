@@ -1,0 +1,118 @@
+"""Linking a Matrix account to the community's SSO: login, whoami, unlink; moderators: user."""
+
+from __future__ import annotations
+
+from bot.commands.context import CommandContext
+from bot.commands.registry import Arg, Args, Flag, Kind, Registry
+from bot.commands.reply import Reply
+from bot.community.identity import Binding
+from bot.community.markdown import escape_markdown
+from bot.community.roles import Role
+
+registry = Registry()
+
+
+def _when(binding_time) -> str:  # type: ignore[no-untyped-def]
+    return binding_time.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def describe_binding(binding: Binding, provider_label: str) -> str:
+    parts = [
+        f"**{escape_markdown(binding.username or binding.subject)}** ({escape_markdown(provider_label)})"
+    ]
+    if binding.email:
+        parts.append(f"email {escape_markdown(binding.email)}")
+    if binding.groups:
+        parts.append("groups " + ", ".join(escape_markdown(g) for g in binding.groups))
+    parts.append(f"linked {_when(binding.linked_at)}")
+    parts.append(f"last login {_when(binding.last_login_at)}")
+    return ", ".join(parts)
+
+
+@registry.command(
+    "login",
+    help="Get a one-time link to connect your Matrix account to your community account.",
+    area="account",
+)
+async def login(ctx: CommandContext, args: Args) -> Reply:
+    settings = ctx.services.login
+    if not settings.providers:
+        return Reply.error("Single sign-on is not set up on this bot yet; ask the operators.")
+    token = await ctx.services.login_links.issue(ctx.sender)
+    link_text = (
+        f"Open this link to connect your Matrix account to your community account "
+        f"({', '.join(settings.providers.values())}):\n\n<{settings.url_for(token)}>\n\n"
+        f"It works once, for {settings.link_ttl_minutes} minutes, only for you. Do not share it."
+    )
+    if ctx.is_direct:
+        return Reply(link_text)
+    return Reply("I sent you your login link in a direct message.", direct_markdown=link_text)
+
+
+@registry.command(
+    "whoami",
+    help="Show your role and the community account your Matrix ID is linked to.",
+    area="account",
+    allowed_when_inactive=True,
+)
+async def whoami(ctx: CommandContext, args: Args) -> Reply:
+    bindings = await ctx.services.identity.bindings_of(ctx.sender)
+    lines = [f"You are {escape_markdown(ctx.sender)}, role: **{ctx.role.label}**."]
+    if not bindings:
+        lines.append(f"You are not linked to a community account yet. Send `{ctx.prefix}login`.")
+    for binding in bindings:
+        lines.append(
+            "Linked: "
+            + describe_binding(binding, ctx.services.login.provider_name(binding.provider_id))
+        )
+    return Reply("\n\n".join(lines))
+
+
+@registry.command(
+    "unlink",
+    help="Remove the link between your Matrix ID and your community account.",
+    flags=[Flag("yes", help="confirm; without it you see what would be removed")],
+    area="account",
+)
+async def unlink(ctx: CommandContext, args: Args) -> Reply:
+    identity = ctx.services.identity
+    bindings = await identity.bindings_of(ctx.sender)
+    if not bindings:
+        return Reply("You are not linked to a community account, so there is nothing to remove.")
+    names = ", ".join(
+        f"**{escape_markdown(b.username or b.subject)}** "
+        f"({escape_markdown(ctx.services.login.provider_name(b.provider_id))})"
+        for b in bindings
+    )
+    if not args.yes:
+        return Reply(
+            f"This removes the link to {names}; your role goes back to user. "
+            f"Send `{ctx.prefix}unlink --yes` to confirm."
+        )
+    await identity.unlink(ctx.sender, actor=ctx.sender)
+    return Reply(f"Done: the link to {names} is removed. Send `{ctx.prefix}login` to link again.")
+
+
+@registry.command(
+    "user",
+    help="Show a member's role and linked community account.",
+    role=Role.MODERATOR,
+    args=[Arg("user", Kind.USER, help="the member, as @name:server or a mention")],
+    area="moderation",
+)
+async def user(ctx: CommandContext, args: Args) -> Reply:
+    mxid = args.user
+    services = ctx.services
+    role = await services.users.role_of(mxid)
+    active = await services.users.is_active(mxid)
+    bindings = await services.identity.bindings_of(mxid)
+    lines = [
+        f"{escape_markdown(mxid)}: role **{role.label}**, {'active' if active else 'deactivated'}."
+    ]
+    if not bindings:
+        lines.append("Not linked to a community account.")
+    lines += [
+        "Linked: " + describe_binding(b, services.login.provider_name(b.provider_id))
+        for b in bindings
+    ]
+    return Reply("\n\n".join(lines))

@@ -1,0 +1,148 @@
+"""The aiohttp application: routes, security headers on every answer, friendly error pages and
+never a stack trace. It uses the domain and the store, never the Matrix client."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+from aiohttp import web
+from sqlalchemy import text
+
+from bot.community.identity import IdentityService
+from bot.community.login_links import LoginLinks
+from bot.config import Config
+from bot.store.database import Database
+from web_callback.pages import CSS_HASH, problem_page
+from web_callback.providers import build_provider
+from web_callback.signed_cookie import CookieSigner
+from web_callback.views import LoginFlow
+
+log = structlog.get_logger(__name__)
+
+DB_KEY = web.AppKey("db", Database)
+HTTP_KEY = web.AppKey("http", httpx.AsyncClient)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def session_secret(config: Config) -> bytes:
+    """`[web] session_secret`, or one generated once and kept in the data dir (a single web
+    process is fine with that; several behind a load balancer need the configured one)."""
+    if config.web.session_secret is not None:
+        return config.web.session_secret.get_secret_value().encode()
+    path: Path = config.data.dir / "web-session-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        log.info("web.session_secret_generated", path=str(path))
+    return path.read_text().strip().encode()
+
+
+def _security_headers(form_origins: tuple[str, ...]) -> dict[str, str]:
+    csp = (
+        f"default-src 'none'; style-src '{CSS_HASH}'; img-src 'self' data:; "
+        f"form-action 'self' {' '.join(form_origins)}; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return {
+        "Content-Security-Policy": csp.replace("  ", " "),
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",  # the login token is in the path
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        "Cross-Origin-Opener-Policy": "same-origin",
+    }
+
+
+def _middleware(
+    headers: dict[str, str],
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            page = problem_page(
+                exc.reason or "Not found", "There is nothing here.", status=exc.status
+            )
+            response = web.Response(status=page.status, text=page.html, content_type="text/html")
+        except Exception:
+            log.exception("web.error", path=request.rel_url.path.split("/login/")[0])
+            page = problem_page(
+                "Something went wrong", "The error has been logged. Please try again later.",
+                status=500,
+            )  # fmt: skip
+            response = web.Response(status=500, text=page.html, content_type="text/html")
+        response.headers.update(headers)
+        return response
+
+    return guard
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        async with request.app[DB_KEY].engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as problem:
+        log.warning("web.health_failed", error=str(problem))
+        return web.json_response({"status": "database unavailable"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+def create_app(
+    config: Config, db: Database, *, on_linked: Callable[[], None] | None = None
+) -> web.Application:
+    public = urlsplit(config.web.public_url)
+    http = httpx.AsyncClient(follow_redirects=False)
+    redirect_uri = f"{config.web.public_url}/callback"
+    providers = {p.id: build_provider(p, redirect_uri, http) for p in config.sso.providers}
+    secret = session_secret(config)
+    ttl = timedelta(seconds=config.sso.link_ttl_seconds)
+    flow = LoginFlow(
+        links=LoginLinks(db, ttl),
+        identity=IdentityService(db, config.roles.admins),
+        providers=providers,
+        flow_cookies=CookieSigner(secret, "flow"),
+        csrf=CookieSigner(secret, "csrf"),
+        base_path=public.path.rstrip("/"),
+        secure_cookies=public.scheme == "https",
+        command_prefix=config.matrix.command_prefix,
+        link_ttl_text=f"{config.sso.link_ttl_seconds // 60} minutes",
+        on_linked=on_linked,
+    )
+    origins = tuple(sorted({o for p in providers.values() for o in p.origins}))
+    app = web.Application(middlewares=[_middleware(_security_headers(origins))])
+    app[DB_KEY] = db
+    app[HTTP_KEY] = http
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/login/{token}", flow.confirm)
+    app.router.add_post("/login/{token}/start", flow.start)
+    app.router.add_get("/callback", flow.callback)
+
+    async def close_http(app: web.Application) -> None:
+        await app[HTTP_KEY].aclose()
+
+    app.on_cleanup.append(close_http)
+    return app
+
+
+async def serve(app: web.Application, listen_host: str, listen_port: int) -> web.AppRunner:
+    """Start serving; a clear error when the address cannot be used."""
+    runner = web.AppRunner(app, access_log=None)  # access logs would carry login tokens
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, listen_host, listen_port).start()
+    except OSError as problem:
+        await runner.cleanup()
+        raise RuntimeError(
+            f"web.listen {listen_host}:{listen_port} cannot be used: {problem.strerror or problem}"
+        ) from None
+    log.info("web.listening", host=listen_host, port=listen_port)
+    return runner

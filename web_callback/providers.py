@@ -1,0 +1,299 @@
+"""Talking to identity providers: OpenID Connect (authlib for the code flow, joserfc for the ID
+token) and GitHub (plain OAuth2). Each returns a VerifiedIdentity only after every check passed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+from joserfc import jwt
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
+
+from bot.community.identity import GroupRoles, VerifiedIdentity
+from bot.config import ProviderSettings
+
+log = structlog.get_logger(__name__)
+
+# Only asymmetric signatures: a symmetric one could be forged with the client secret, and `none`
+# is no signature at all.
+ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+                       "ES512", "EdDSA"]  # fmt: skip
+CLOCK_LEEWAY_S = 60
+DISCOVERY_TTL_S = 3600
+HTTP_TIMEOUT_S = 15
+
+
+class ProviderError(Exception):
+    """The provider's answer failed a check. `str()` is for the log; pages say less."""
+
+
+@dataclass(frozen=True)
+class FlowSecrets:
+    state: str
+    nonce: str
+    verifier: str
+
+
+class IdentityProvider(Protocol):
+    id: str
+    name: str
+    origins: tuple[str, ...]
+    group_roles: GroupRoles
+
+    async def authorization_url(self, flow: FlowSecrets) -> str: ...
+
+    async def identity(self, code: str, flow: FlowSecrets) -> VerifiedIdentity: ...
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class OidcProvider:
+    def __init__(
+        self, settings: ProviderSettings, redirect_uri: str, http: httpx.AsyncClient
+    ) -> None:
+        assert settings.issuer is not None
+        self.id = settings.id
+        self.name = settings.display_name
+        self.group_roles = GroupRoles(settings.admin_groups, settings.moderator_groups)
+        self.origins = (_origin(settings.issuer),)
+        self._settings = settings
+        self._issuer = settings.issuer
+        self._redirect_uri = redirect_uri
+        self._http = http
+        self._metadata: dict[str, Any] | None = None
+        self._metadata_at = 0.0
+        self._keys: KeySet | None = None
+
+    async def _get_json(self, url: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.get(url, timeout=HTTP_TIMEOUT_S, **kwargs)
+        except httpx.HTTPError as problem:
+            raise ProviderError(f"{url} unreachable: {problem!r}") from None
+        if response.status_code != 200:
+            raise ProviderError(f"{url} answered HTTP {response.status_code}")
+        try:
+            return response.json()
+        except ValueError:
+            raise ProviderError(f"{url} did not answer JSON") from None
+
+    async def metadata(self) -> dict[str, Any]:
+        if self._metadata is None or time.monotonic() - self._metadata_at > DISCOVERY_TTL_S:
+            url = self._issuer.rstrip("/") + "/.well-known/openid-configuration"
+            metadata = await self._get_json(url)
+            if metadata.get("issuer") != self._issuer:
+                raise ProviderError(
+                    f"discovery says issuer {metadata.get('issuer')!r}, configured {self._issuer!r}"
+                )
+            for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+                if not isinstance(metadata.get(key), str):
+                    raise ProviderError(f"discovery document lacks {key}")
+            self._metadata, self._metadata_at = metadata, time.monotonic()
+        return self._metadata
+
+    async def _key_set(self, refresh: bool = False) -> KeySet:
+        if self._keys is None or refresh:
+            jwks = await self._get_json((await self.metadata())["jwks_uri"])
+            try:
+                self._keys = KeySet.import_key_set(jwks)
+            except (JoseError, ValueError, TypeError, KeyError) as problem:
+                raise ProviderError(f"unusable JWKS: {problem}") from None
+        return self._keys
+
+    def _oauth_client(self) -> AsyncOAuth2Client:
+        s = self._settings
+        return AsyncOAuth2Client(
+            client_id=s.client_id,
+            client_secret=s.client_secret.get_secret_value(),
+            scope=" ".join(s.scope_list),
+            redirect_uri=self._redirect_uri,
+            code_challenge_method="S256",
+            timeout=HTTP_TIMEOUT_S,
+        )
+
+    async def authorization_url(self, flow: FlowSecrets) -> str:
+        endpoint = (await self.metadata())["authorization_endpoint"]
+        async with self._oauth_client() as client:
+            url, _ = client.create_authorization_url(
+                endpoint, state=flow.state, nonce=flow.nonce, code_verifier=flow.verifier
+            )
+        return url
+
+    async def identity(self, code: str, flow: FlowSecrets) -> VerifiedIdentity:
+        metadata = await self.metadata()
+        async with self._oauth_client() as client:
+            try:
+                token = await client.fetch_token(
+                    metadata["token_endpoint"], code=code, code_verifier=flow.verifier
+                )
+            except Exception as problem:  # authlib raises OAuthError, httpx errors, ValueError
+                raise ProviderError(f"code exchange failed: {problem!r}") from None
+        id_token = token.get("id_token")
+        if not isinstance(id_token, str):
+            raise ProviderError("the token response has no id_token")
+        claims = await self._verified_claims(id_token, flow.nonce)
+        userinfo: dict[str, Any] = {}
+        if isinstance(metadata.get("userinfo_endpoint"), str):
+            userinfo = await self._get_json(
+                metadata["userinfo_endpoint"],
+                headers={"Authorization": f"Bearer {token['access_token']}"},
+            )
+            if userinfo.get("sub") != claims["sub"]:
+                raise ProviderError("userinfo sub differs from the ID token's sub")
+        merged = {**userinfo, **claims}
+        groups = merged.get(self._settings.groups_claim) or []
+        if isinstance(groups, str):
+            groups = [groups]
+        return VerifiedIdentity(
+            provider_id=self.id,
+            provider_name=self.name,
+            issuer=self._issuer,
+            subject=str(claims["sub"]),
+            email=merged.get("email") if isinstance(merged.get("email"), str) else None,
+            username=merged.get("preferred_username") or merged.get("nickname"),
+            display_name=merged.get("name"),
+            groups=tuple(str(g) for g in groups if isinstance(g, str | int)),
+        )
+
+    async def _verified_claims(self, id_token: str, nonce: str) -> dict[str, Any]:
+        keys = await self._key_set()
+        try:
+            try:
+                decoded = jwt.decode(id_token, keys, algorithms=ID_TOKEN_ALGORITHMS)
+            except InvalidKeyIdError:
+                # Keys rotate: fetch the JWKS once more, then give up.
+                decoded = jwt.decode(
+                    id_token, await self._key_set(refresh=True), algorithms=ID_TOKEN_ALGORITHMS
+                )
+            registry = jwt.JWTClaimsRegistry(
+                leeway=CLOCK_LEEWAY_S,
+                iss={"essential": True, "value": self._issuer},
+                aud={"essential": True, "value": self._settings.client_id},
+                sub={"essential": True},
+                exp={"essential": True},
+                iat={"essential": True},
+                nonce={"essential": True, "value": nonce},
+            )
+            registry.validate(decoded.claims)
+        except (JoseError, ValueError) as problem:
+            raise ProviderError(f"ID token rejected: {problem}") from None
+        claims = dict(decoded.claims)
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if len(audiences) > 1 and claims.get("azp") != self._settings.client_id:
+            raise ProviderError("ID token has several audiences and azp is not this client")
+        if claims["iat"] > time.time() + CLOCK_LEEWAY_S:
+            raise ProviderError("ID token issued in the future")
+        return claims
+
+
+class GitHubProvider:
+    """GitHub speaks OAuth2 without ID tokens: the binding is on its numeric user id."""
+
+    def __init__(
+        self, settings: ProviderSettings, redirect_uri: str, http: httpx.AsyncClient
+    ) -> None:
+        self.id = settings.id
+        self.name = settings.display_name
+        self.group_roles = GroupRoles(settings.admin_groups, settings.moderator_groups)
+        self.origins = (_origin(settings.github_url),)
+        self._settings = settings
+        self._redirect_uri = redirect_uri
+        self._http = http
+        self._web = settings.github_url.rstrip("/")
+        self._api = settings.github_api_url.rstrip("/")
+
+    def _oauth_client(self) -> AsyncOAuth2Client:
+        s = self._settings
+        return AsyncOAuth2Client(
+            client_id=s.client_id,
+            client_secret=s.client_secret.get_secret_value(),
+            scope=" ".join(s.scope_list),
+            redirect_uri=self._redirect_uri,
+            code_challenge_method="S256",
+            timeout=HTTP_TIMEOUT_S,
+        )
+
+    async def authorization_url(self, flow: FlowSecrets) -> str:
+        async with self._oauth_client() as client:
+            url, _ = client.create_authorization_url(
+                f"{self._web}/login/oauth/authorize", state=flow.state, code_verifier=flow.verifier
+            )
+        return url
+
+    async def _api_get(self, path: str, token: str) -> Any:
+        try:
+            response = await self._http.get(
+                f"{self._api}{path}",
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Accept": "application/vnd.github+json",
+                },
+                timeout=HTTP_TIMEOUT_S,
+            )
+        except httpx.HTTPError as problem:
+            raise ProviderError(f"GitHub API unreachable: {problem!r}") from None
+        if response.status_code != 200:
+            raise ProviderError(f"GitHub API {path} answered HTTP {response.status_code}")
+        return response.json()
+
+    async def identity(self, code: str, flow: FlowSecrets) -> VerifiedIdentity:
+        async with self._oauth_client() as client:
+            try:
+                token = await client.fetch_token(
+                    f"{self._web}/login/oauth/access_token",
+                    code=code,
+                    code_verifier=flow.verifier,
+                    headers={"Accept": "application/json"},
+                )
+            except Exception as problem:
+                raise ProviderError(f"code exchange failed: {problem!r}") from None
+        access = token.get("access_token")
+        if not isinstance(access, str):
+            raise ProviderError("GitHub returned no access token")
+        user = await self._api_get("/user", access)
+        if not isinstance(user.get("id"), int):
+            raise ProviderError("GitHub /user has no numeric id")
+        email = user.get("email")
+        if not email:
+            emails = await self._api_get("/user/emails", access)
+            email = next(
+                (e["email"] for e in emails if e.get("primary") and e.get("verified")), None
+            )
+        groups: list[str] = []
+        org = self._settings.github_org
+        if org:
+            orgs = await self._api_get("/user/orgs", access)
+            if any(o.get("login", "").lower() == org.lower() for o in orgs):
+                groups.append(org)
+                teams = await self._api_get("/user/teams", access)
+                groups += [
+                    f"{org}/{t['slug']}"
+                    for t in teams
+                    if t.get("organization", {}).get("login", "").lower() == org.lower()
+                ]
+        return VerifiedIdentity(
+            provider_id=self.id,
+            provider_name=self.name,
+            issuer=self._web,
+            subject=str(user["id"]),
+            email=email,
+            username=user.get("login"),
+            display_name=user.get("name"),
+            groups=tuple(groups),
+        )
+
+
+def build_provider(
+    settings: ProviderSettings, redirect_uri: str, http: httpx.AsyncClient
+) -> IdentityProvider:
+    if settings.kind == "github":
+        return GitHubProvider(settings, redirect_uri, http)
+    return OidcProvider(settings, redirect_uri, http)
