@@ -24,12 +24,27 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
+def _is_tables(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """A TOML file from plain data; lists of dicts become [[section.key]] tables."""
     lines: list[str] = []
     for section, values in sections.items():
         lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.extend(
+            f"{key} = {_toml_value(value)}"
+            for key, value in values.items()
+            if not _is_tables(value)
+        )
         lines.append("")
+        for key, tables in values.items():
+            if _is_tables(tables):
+                for table in tables:
+                    lines.append(f"[[{section}.{key}]]")
+                    lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+                    lines.append("")
     path.write_text("\n".join(lines))
     return path
 

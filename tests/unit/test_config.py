@@ -632,7 +632,16 @@ def test_redacted_dict(tmp_path: Path) -> None:
     assert data["roles"]["admins"] == ["@a:example.org"]
     assert data["data"]["dir"] == str(tmp_path / "data")
     assert data["database"]["url"] == "postgresql+asyncpg://bot:***@db:5432/bot"
-    assert set(data) == {"source_path", "matrix", "data", "database", "web", "roles", "logging", "sso"}
+    assert set(data) == {
+        "source_path",
+        "matrix",
+        "data",
+        "database",
+        "web",
+        "roles",
+        "logging",
+        "sso",
+    }
     assert "hunter2-secret" not in json.dumps(data)
     assert "dbpass" not in json.dumps(data)
 
