@@ -21,6 +21,7 @@ from bot.community.login_links import LoginLinks
 from bot.community.outbox import Outbox
 from bot.community.users import UserService
 from bot.config import Config
+from bot.errors import OperatorError
 from bot.matrix.client import CONNECT_ERRORS, build_client, log_in
 from bot.matrix.direct import DirectMessenger
 from bot.matrix.dispatch import Dispatcher
@@ -32,6 +33,8 @@ from bot.store.database import Database
 from bot.store.direct_rooms import DirectRooms
 from bot.store.events import EventLedger
 from bot.store.migrate import upgrade_to_head
+from bot.store.models import utcnow
+from web_callback.app import create_app, serve
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +73,13 @@ class BotApp:
                     to_revision=after,
                     backend=self.db.backend,
                 )
+            # Claims only matter while an event can still come back in a sync; keep a month.
+            await EventLedger(self.db, cfg.matrix.user_id).forget_before(
+                utcnow() - HANDLED_EVENTS_KEPT
+            )
+            # The web app serves even while the homeserver is unreachable.
+            web = create_app(cfg, self.db, on_linked=self._outbox_waiting)
+            runner = await serve(web, cfg.web.listen_host, cfg.web.listen_port)
             client = build_client(
                 cfg.matrix.homeserver,
                 cfg.matrix.user_id,
@@ -80,6 +90,7 @@ class BotApp:
                 await self._run_with_client(client)
             finally:
                 await client.close()
+                await runner.cleanup()
         finally:
             await self.db.close()
             log.info("bot.stopped")
@@ -118,7 +129,7 @@ class BotApp:
             return room
         response = await client.room_resolve_alias(room)
         if not isinstance(response, RoomResolveAliasResponse):
-            raise RuntimeError(f"matrix.admin_room {room} does not resolve: {response.message}")
+            raise OperatorError(f"matrix.admin_room {room} does not resolve: {response.message}")
         return response.room_id
 
     async def _run_with_client(self, client: Any) -> None:

@@ -100,15 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     config = _config_or_exit(args.config)
+    from bot.errors import OperatorError
     from bot.logging import configure_logging
-    from bot.matrix.client import MatrixLoginError
-    from bot.store.migrate import SchemaError
 
     configure_logging(config.logging.level, config.logging.format)
     try:
         runner = {"run": _run, "web": _web, "migrate": _migrate}[args.command]
         asyncio.run(runner(config))
-    except (MatrixLoginError, SchemaError) as problem:
+    except OperatorError as problem:
         return _fail(str(problem))
     except KeyboardInterrupt:
         return 130

@@ -2,7 +2,8 @@
 # Installs everything the bot, its tests and the demo need; safe to run again (each step is skipped when done).
 #   .venv/               the project and its test tools (editable install)
 #   .cache/synapse-venv  Synapse from PyPI, in a virtualenv of its own
-#   system packages      PostgreSQL server binaries (apt), when missing
+#   system packages      PostgreSQL server binaries, Node.js and Chromium (apt), when missing
+#   tests/harness/oidc_provider/node_modules  node-oidc-provider for the OpenID tests (npm ci)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ need_apt=()
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then need_apt+=(postgresql); fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then need_apt+=(nodejs npm); fi
+if [ ! -x /usr/bin/chromium ]; then need_apt+=(chromium); fi # driven by Playwright; never `playwright install`
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "install: apt packages: ${need_apt[*]}"
     if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -43,4 +45,18 @@ if [ ! -f .cache/synapse-venv/.installed ] || [ "$(cat .cache/synapse-venv/.inst
     .cache/synapse-venv/bin/pip install -q "$SYNAPSE_SPEC" 2>&1 | quiet_pip
     .cache/synapse-venv/bin/python -c "import synapse" # fail here, not later
     echo "$SYNAPSE_SPEC" > .cache/synapse-venv/.installed
+fi
+
+# node-oidc-provider for the OpenID tests, exactly as package-lock.json pins it.
+OIDC_DIR=tests/harness/oidc_provider
+want=$(stamp_of "$OIDC_DIR/package.json" "$OIDC_DIR/package-lock.json")
+if [ ! -f "$OIDC_DIR/node_modules/.installed" ] || [ "$(cat "$OIDC_DIR/node_modules/.installed")" != "$want" ]; then
+    echo "install: node-oidc-provider ($OIDC_DIR/node_modules)"
+    (cd "$OIDC_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    # Fail here, not later (stderr shown only then: Node 20 prints "Unsupported runtime", harmless).
+    if ! out=$(cd "$OIDC_DIR" && node --input-type=module -e "await import('oidc-provider')" 2>&1); then
+        echo "$out" >&2
+        exit 1
+    fi
+    echo "$want" > "$OIDC_DIR/node_modules/.installed"
 fi

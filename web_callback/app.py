@@ -18,6 +18,7 @@ from sqlalchemy import text
 from bot.community.identity import IdentityService
 from bot.community.login_links import LoginLinks
 from bot.config import Config
+from bot.errors import OperatorError
 from bot.store.database import Database
 from web_callback.pages import CSS_HASH, problem_page
 from web_callback.providers import build_provider
@@ -141,7 +142,7 @@ async def serve(app: web.Application, listen_host: str, listen_port: int) -> web
         await web.TCPSite(runner, listen_host, listen_port).start()
     except OSError as problem:
         await runner.cleanup()
-        raise RuntimeError(
+        raise OperatorError(
             f"web.listen {listen_host}:{listen_port} cannot be used: {problem.strerror or problem}"
         ) from None
     log.info("web.listening", host=listen_host, port=listen_port)

@@ -10,6 +10,7 @@ import structlog
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, WhoamiResponse
 from nio.exceptions import LocalProtocolError
 
+from bot.errors import OperatorError
 from bot.matrix.credentials import Credentials, load_credentials, save_credentials
 
 log = structlog.get_logger(__name__)
@@ -18,7 +19,7 @@ log = structlog.get_logger(__name__)
 CONNECT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError, TimeoutError)
 
 
-class MatrixLoginError(Exception):
+class MatrixLoginError(OperatorError):
     """The homeserver refused the bot's credentials; retrying will not help."""
 
 

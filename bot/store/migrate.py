@@ -11,10 +11,11 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 
+from bot.errors import OperatorError
 from bot.store.database import Database
 
 
-class SchemaError(Exception):
+class SchemaError(OperatorError):
     """The database cannot be used by this version of the bot."""
 
 

@@ -95,7 +95,7 @@ class HostileOidcProvider:
         self,
         *,
         client_id: str = "hostile-client",
-        client_secret: str = "hostile-secret-0123456789abcdef0123456789",  # noqa: S107 (>= 32 bytes for HS256)
+        client_secret: str = "hostile-secret-0123456789abcdef0123456789",
         mode: str = "ok",
         subject: str = "hostile-user",
         email: str = "hostile-user@hostile.test",

@@ -104,6 +104,7 @@ class OidcProvider:
         self._admin_token = secrets.token_urlsafe(16)
         self._cookie_key = secrets.token_urlsafe(32)
         self.process: subprocess.Popen[bytes] | None = None
+        self._static_client_ids: set[str] = set()
 
     # -- well-known URLs -----------------------------------------------------------------------
 
@@ -133,7 +134,8 @@ class OidcProvider:
         self, client_id: str, client_secret: str, redirect_uris: list[str], **metadata: Any
     ) -> None:
         """Register a client (replacing one with the same id). Works before ``start()`` and while
-        running (through a test-only admin endpoint: no restart, sessions are kept)."""
+        running (through a test-only admin endpoint: no restart, sessions are kept), except that
+        replacing a client that was configured at start restarts the provider."""
         client = {
             "client_id": client_id,
             "client_secret": client_secret,
@@ -143,7 +145,10 @@ class OidcProvider:
         self.clients = [c for c in self.clients if c["client_id"] != client_id] + [client]
         if self.running:
             self._write_config()
-            self._admin("clients", client)
+            if client_id in self._static_client_ids:  # node-oidc-provider won't replace those
+                self.restart()
+            else:
+                self._admin("clients", client)
 
     def set_account(self, username: str, **claims: Any) -> None:
         """Claims (``email``, ``name``, ``groups``, ...) for ``username``; effective at once."""
@@ -197,6 +202,7 @@ class OidcProvider:
         _check_installed()
         node = node_binary()
         self._write_config()
+        self._static_client_ids = {c["client_id"] for c in self.clients}
         # Truncated per start: "ready" below is looked up in this start's output only.
         with open(self.output_path, "wb") as output:
             self.process = subprocess.Popen(
@@ -328,7 +334,7 @@ async def complete_login(
     authorize_url: str,
     *,
     username: str,
-    password: str = "pw",  # noqa: S107
+    password: str = "pw",
     consent: bool = True,
     max_steps: int = 20,
 ) -> httpx.Response:

@@ -144,3 +144,54 @@ async def wait_for_log(
             raise AssertionError(f"the bot exited with {process.returncode}:\n{path.read_text()}")
         await asyncio.sleep(0.1)
     raise TimeoutError(f"no {event} within {timeout} s:\n{path.read_text()}")
+
+
+async def test_web_runs_alone_on_the_bots_database_and_stops_on_sigterm(tmp_path):
+    import httpx
+
+    from tests.harness.synapse import free_port
+
+    port = free_port()
+    config = write_config(tmp_path / "c.toml", {
+        "matrix": {"homeserver": "http://127.0.0.1:9", "user_id": "@b:x", "password": "p"},
+        "data": {"dir": str(tmp_path / "data")},
+        "web": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
+    })  # fmt: skip
+    log_path = tmp_path / "web.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen([*CLI, "web", "--config", str(config)], stderr=log_file, cwd=REPO_ROOT)
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):
+                try:
+                    health = await http.get(f"http://127.0.0.1:{port}/healthz")
+                    break
+                except httpx.ConnectError:
+                    await asyncio.sleep(0.1)
+            assert health.json() == {"status": "ok"}
+            unknown = await http.get(f"http://127.0.0.1:{port}/login/nope")
+            assert unknown.status_code == 404 and "This link is not valid" in unknown.text
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "nope" not in log_path.read_text()  # paths with login tokens are never logged
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path / "c.toml", {
+            "matrix": {"homeserver": "http://127.0.0.1:9", "user_id": "@b:x", "password": "p"},
+            "data": {"dir": str(tmp_path / "data")},
+            "web": {"listen": f"127.0.0.1:{port}"},
+        })  # fmt: skip
+        result = cli("web", "--config", str(config), timeout=30)
+    assert result.returncode == 1
+    assert f"web.listen 127.0.0.1:{port} cannot be used" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -253,7 +253,11 @@ def test_node_provider_restart_keeps_key_and_clients(tmp_path: Path) -> None:
     provider.add_client(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI])
     with provider:
         keys_before = httpx.get(provider.jwks_uri).json()
-        provider.restart()
+        pid = provider.process.pid if provider.process else None
+        provider.add_client("added-later", "secret", [REDIRECT_URI])  # no restart
+        assert provider.process is not None and provider.process.pid == pid
+        provider.add_client(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI, "http://127.0.0.1:9/2"])
+        assert provider.process is not None and provider.process.pid != pid  # restarted
         assert httpx.get(provider.jwks_uri).json() == keys_before
         assert provider.running
     assert not provider.running

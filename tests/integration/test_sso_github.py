@@ -1,0 +1,58 @@
+"""GitHub (plain OAuth2, no ID token): bound on the numeric user id; organisation teams as groups."""
+
+from __future__ import annotations
+
+from bot.community.roles import Role
+from bot.community.users import UserService
+from tests.harness.github_stub import GitHubStub
+from tests.harness.sso_web import Browser, running_web
+
+
+def github_provider(stub: GitHubStub, **extra) -> dict:
+    return {
+        "id": "github", "kind": "github", "client_id": stub.client_id,
+        "client_secret": stub.client_secret, "github_url": stub.url,
+        "github_api_url": f"{stub.url}/api", **extra,
+    }  # fmt: skip
+
+
+async def link(web, mxid: str) -> str:
+    browser = Browser()
+    try:
+        token = await web.links.issue(mxid)
+        return (
+            await browser.get(await browser.through_hostile_provider(web, token, "github"))
+        ).text
+    finally:
+        await browser.close()
+
+
+async def test_github_binds_on_numeric_id_with_org_teams_as_groups(tmp_path):
+    async with GitHubStub() as stub:
+        provider = github_provider(
+            stub, github_org="example-org", moderator_groups=["example-org/maintainers"]
+        )
+        async with running_web(tmp_path, [provider]) as web:
+            page = await link(web, "@octo:example.org")
+            assert "You are linked" in page and "octocat" in page and "GitHub" in page
+            [binding] = await web.identity.bindings_of("@octo:example.org")
+            assert (binding.issuer, binding.subject) == (stub.url, "583231")
+            assert binding.email == "octocat@github.example"  # from /user/emails: /user had none
+            assert binding.groups == ("example-org", "example-org/maintainers")
+            assert await UserService(web.db, []).role_of("@octo:example.org") is Role.MODERATOR
+
+
+async def test_github_without_org_gives_no_groups_and_renames_do_not_matter(tmp_path):
+    async with GitHubStub() as stub:
+        async with running_web(
+            tmp_path, [github_provider(stub, admin_groups=["example-org"])]
+        ) as web:
+            await link(web, "@octo:example.org")
+            [binding] = await web.identity.bindings_of("@octo:example.org")
+            assert binding.groups == ()
+            assert await UserService(web.db, []).role_of("@octo:example.org") is Role.USER
+            # The login name changes; the numeric id does not: still the same binding.
+            stub.user["login"] = "octocat-renamed"
+            await link(web, "@octo:example.org")
+            [binding] = await web.identity.bindings_of("@octo:example.org")
+            assert (binding.subject, binding.username) == ("583231", "octocat-renamed")
