@@ -19,10 +19,12 @@ from bot.app import BotApp  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.logging import configure_logging  # noqa: E402
 from tests.harness.bot import write_config  # noqa: E402
+from tests.harness.oidc import OidcProvider  # noqa: E402
 from tests.harness.synapse import SynapseServer, free_port  # noqa: E402
 
 DEMO = ROOT / ".demo"
 PREFERRED_PORT = 8008
+OIDC_SECRET = "community-bot-demo-secret"  # noqa: S105 - a throwaway local provider
 
 
 def _port_free(port: int) -> bool:
@@ -47,20 +49,50 @@ def _accounts(synapse: SynapseServer) -> dict[str, dict[str, str]]:
     return accounts
 
 
-def _port_of(workdir: Path) -> int | None:
+def _port(workdir: Path, preferred: int) -> int:
+    """The port this part used last time (bindings remember the issuer URL), else a free one."""
     saved = workdir / "demo-port"
-    return int(saved.read_text()) if saved.exists() else None
+    if saved.exists():
+        return int(saved.read_text())
+    port = preferred if _port_free(preferred) else free_port()
+    saved.write_text(str(port))
+    return port
+
+
+DEMO_ACCOUNTS = {
+    # The dev login page takes any username and password; these names carry groups.
+    "demo-admin": {"name": "Demo Admin", "email": "admin@demo.test", "groups": ["admins"]},
+    "demo-mod": {"name": "Demo Moderator", "email": "mod@demo.test", "groups": ["moderators"]},
+}
 
 
 async def main() -> int:
     DEMO.mkdir(exist_ok=True)
-    workdir = DEMO / "synapse"
-    workdir.mkdir(exist_ok=True)
-    port = _port_of(workdir) or (PREFERRED_PORT if _port_free(PREFERRED_PORT) else free_port())
-    (workdir / "demo-port").write_text(str(port))
-    synapse = SynapseServer(workdir, port=port, relaxed_rate_limits=False)
-    print(f"starting Synapse on {synapse.base_url} …", flush=True)
+    workdirs = {name: DEMO / name for name in ("synapse", "oidc", "web")}
+    for path in workdirs.values():
+        path.mkdir(exist_ok=True)
+    synapse = SynapseServer(
+        workdirs["synapse"],
+        port=_port(workdirs["synapse"], PREFERRED_PORT),
+        relaxed_rate_limits=False,
+    )
+    web_port = _port(workdirs["web"], 8080)
+    web_url = f"http://127.0.0.1:{web_port}"
+    oidc = OidcProvider(
+        workdirs["oidc"],
+        port=_port(workdirs["oidc"], 8009),
+        clients=[{
+            "client_id": "community-bot-demo", "client_secret": OIDC_SECRET,
+            "redirect_uris": [f"{web_url}/callback"],
+        }],
+        accounts=DEMO_ACCOUNTS,
+    )  # fmt: skip
+    print(
+        f"starting Synapse on {synapse.base_url} and the OIDC provider on {oidc.issuer} …",
+        flush=True,
+    )
     await asyncio.to_thread(synapse.start)
+    await asyncio.to_thread(oidc.start)
     try:
         accounts = _accounts(synapse)
         demo, bot = accounts["demo"], accounts["bot"]
@@ -75,7 +107,22 @@ async def main() -> int:
                     "autojoin_from": [synapse.server_name],
                 },
                 "data": {"dir": str(DEMO / "data")},
+                "web": {"listen": f"127.0.0.1:{web_port}", "public_url": web_url},
                 "roles": {"admins": [demo["user_id"]]},
+                "sso": {
+                    "providers": [
+                        {
+                            "id": "demo",
+                            "name": "Demo SSO",
+                            "issuer": oidc.issuer,
+                            "client_id": "community-bot-demo",
+                            "client_secret": OIDC_SECRET,
+                            "scopes": ["openid", "profile", "email", "groups"],
+                            "admin_groups": ["admins"],
+                            "moderator_groups": ["moderators"],
+                        }
+                    ]
+                },
                 "logging": {"level": "info", "format": "console"},
             },
         )
@@ -87,7 +134,10 @@ async def main() -> int:
             f"  user: {demo['user_id']}\n"
             f"  password: {demo['password']}\n"
             f"  bot: {bot['user_id']}\n"
-            f"Start a direct chat with the bot and send !help or !ping. Ctrl-C stops everything.\n"
+            f"Start a direct chat with the bot and send !help, !ping or !login.\n"
+            f"  sso: {oidc.issuer} takes any username and password at its login page;\n"
+            f"       demo-admin is in group admins, demo-mod in moderators, others are members.\n"
+            f"Ctrl-C stops everything.\n"
             f"(config: {config_path}, state: {DEMO})\n",
             flush=True,
         )
@@ -99,6 +149,7 @@ async def main() -> int:
             loop.add_signal_handler(sig, app.stop)
         await app.run()
     finally:
+        await asyncio.to_thread(oidc.stop)
         await asyncio.to_thread(synapse.stop)
         print("demo stopped", flush=True)
     return 0

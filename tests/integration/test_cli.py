@@ -159,7 +159,9 @@ async def test_web_runs_alone_on_the_bots_database_and_stops_on_sigterm(tmp_path
     })  # fmt: skip
     log_path = tmp_path / "web.log"
     with log_path.open("w") as log_file:
-        process = subprocess.Popen([*CLI, "web", "--config", str(config)], stderr=log_file, cwd=REPO_ROOT)
+        process = subprocess.Popen(
+            [*CLI, "web", "--config", str(config)], stderr=log_file, cwd=REPO_ROOT
+        )
     try:
         async with httpx.AsyncClient() as http:
             for _ in range(100):

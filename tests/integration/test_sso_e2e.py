@@ -133,6 +133,11 @@ async def test_login_in_a_room_sends_the_link_by_dm_and_unlink_confirms(
                 == "You are now linked as **dan** (Community SSO), role: admin."
             )
 
+            details = await dan.ask(room, f"!user {dan.user_id}", sender=bot.user_id)
+            body = details["content"]["body"]
+            assert body.startswith(f"{dan.user_id}: role **admin**, active.")
+            assert "Linked: **dan** (Community SSO)" in body and "groups admins" in body
+
             preview = await dan.ask(room, "!unlink", sender=bot.user_id)
             assert "Send `!unlink --yes` to confirm." in preview["content"]["body"]
             done = await dan.ask(room, "!unlink --yes", sender=bot.user_id)
