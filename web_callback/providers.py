@@ -51,6 +51,18 @@ class IdentityProvider(Protocol):
     async def identity(self, code: str, flow: FlowSecrets) -> VerifiedIdentity: ...
 
 
+def _oauth_client(settings: ProviderSettings, redirect_uri: str) -> AsyncOAuth2Client:
+    """One per flow step: authlib's client keeps token state, which must not be shared."""
+    return AsyncOAuth2Client(
+        client_id=settings.client_id,
+        client_secret=settings.client_secret.get_secret_value(),
+        scope=" ".join(settings.scope_list),
+        redirect_uri=redirect_uri,
+        code_challenge_method="S256",
+        timeout=HTTP_TIMEOUT_S,
+    )
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
@@ -108,20 +120,9 @@ class OidcProvider:
                 raise ProviderError(f"unusable JWKS: {problem}") from None
         return self._keys
 
-    def _oauth_client(self) -> AsyncOAuth2Client:
-        s = self._settings
-        return AsyncOAuth2Client(
-            client_id=s.client_id,
-            client_secret=s.client_secret.get_secret_value(),
-            scope=" ".join(s.scope_list),
-            redirect_uri=self._redirect_uri,
-            code_challenge_method="S256",
-            timeout=HTTP_TIMEOUT_S,
-        )
-
     async def authorization_url(self, flow: FlowSecrets) -> str:
         endpoint = (await self.metadata())["authorization_endpoint"]
-        async with self._oauth_client() as client:
+        async with _oauth_client(self._settings, self._redirect_uri) as client:
             url, _ = client.create_authorization_url(
                 endpoint, state=flow.state, nonce=flow.nonce, code_verifier=flow.verifier
             )
@@ -129,7 +130,7 @@ class OidcProvider:
 
     async def identity(self, code: str, flow: FlowSecrets) -> VerifiedIdentity:
         metadata = await self.metadata()
-        async with self._oauth_client() as client:
+        async with _oauth_client(self._settings, self._redirect_uri) as client:
             try:
                 token = await client.fetch_token(
                     metadata["token_endpoint"], code=code, code_verifier=flow.verifier
@@ -210,19 +211,8 @@ class GitHubProvider:
         self._web = settings.github_url.rstrip("/")
         self._api = settings.github_api_url.rstrip("/")
 
-    def _oauth_client(self) -> AsyncOAuth2Client:
-        s = self._settings
-        return AsyncOAuth2Client(
-            client_id=s.client_id,
-            client_secret=s.client_secret.get_secret_value(),
-            scope=" ".join(s.scope_list),
-            redirect_uri=self._redirect_uri,
-            code_challenge_method="S256",
-            timeout=HTTP_TIMEOUT_S,
-        )
-
     async def authorization_url(self, flow: FlowSecrets) -> str:
-        async with self._oauth_client() as client:
+        async with _oauth_client(self._settings, self._redirect_uri) as client:
             url, _ = client.create_authorization_url(
                 f"{self._web}/login/oauth/authorize", state=flow.state, code_verifier=flow.verifier
             )
@@ -245,7 +235,7 @@ class GitHubProvider:
         return response.json()
 
     async def identity(self, code: str, flow: FlowSecrets) -> VerifiedIdentity:
-        async with self._oauth_client() as client:
+        async with _oauth_client(self._settings, self._redirect_uri) as client:
             try:
                 token = await client.fetch_token(
                     f"{self._web}/login/oauth/access_token",

@@ -25,7 +25,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from tests.harness.cleanup import track, untrack
+from tests.harness.processes import tail, terminate, track, untrack
 from tests.harness.synapse import REPO_ROOT, free_port
 
 PROVIDER_DIR = REPO_ROOT / "tests/harness/oidc_provider"
@@ -48,14 +47,6 @@ def node_binary() -> str:
     if not node:
         raise RuntimeError("Node.js is not installed: run scripts/install.sh")
     return node
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"<{path} does not exist>"
-    return "\n".join(text.splitlines()[-lines:]) or f"<{path} is empty>"
 
 
 def _check_installed() -> None:
@@ -242,24 +233,11 @@ class OidcProvider:
         )
 
     def _diagnostics(self) -> str:
-        return f"--- tail of {self.output_path} ---\n{_tail(self.output_path)}"
+        return f"--- tail of {self.output_path} ---\n{tail(self.output_path)}"
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is not None:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    try:
-                        os.killpg(process.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    process.wait(timeout=5)
+        terminate(process, timeout=5)
         untrack(self)
 
     def restart(self, timeout: float = 15) -> None:

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.harness.cleanup import track, untrack
+from tests.harness.processes import track, untrack
 
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 

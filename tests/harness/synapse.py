@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from tests.harness.cleanup import track, untrack
+from tests.harness.processes import tail, terminate, track, untrack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,14 +79,6 @@ def synapse_python() -> Path:
             f"Synapse is not installed: run `make test` or scripts/install.sh ({python} is missing)"
         )
     return python
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"<{path} does not exist>"
-    return "\n".join(text.splitlines()[-lines:]) or f"<{path} is empty>"
 
 
 class SynapseServer:
@@ -248,26 +239,13 @@ class SynapseServer:
 
     def _diagnostics(self) -> str:
         return (
-            f"--- tail of {self.log_path} ---\n{_tail(self.log_path)}\n"
-            f"--- tail of {self.output_path} ---\n{_tail(self.output_path)}"
+            f"--- tail of {self.log_path} ---\n{tail(self.log_path)}\n"
+            f"--- tail of {self.output_path} ---\n{tail(self.output_path)}"
         )
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is not None:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    try:
-                        os.killpg(process.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    process.wait(timeout=10)
+        terminate(process, timeout=10)
         untrack(self)
 
     def restart(self, timeout: float = 30) -> None:

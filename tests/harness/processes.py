@@ -1,4 +1,4 @@
-"""Servers the harness started are stopped when the test process ends — also on SIGTERM (e.g. an
+"""The harness's server processes. They are stopped when the test process ends — also on SIGTERM (e.g. an
 expired `timeout pytest`), when atexit does not run: they live in their own sessions and would
 outlive us."""
 
@@ -7,7 +7,9 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import subprocess
 import threading
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -62,3 +64,28 @@ def untrack(server: Stoppable) -> None:
 
 
 atexit.register(stop_all)
+
+
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM the process group (the servers run in their own session), SIGKILL if it lingers."""
+    if process is None or process.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The end of a log file, for error messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"<{path} does not exist>"
+    return "\n".join(text.splitlines()[-lines:]) or f"<{path} is empty>"
