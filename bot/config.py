@@ -460,6 +460,75 @@ class SsoSettings(Section):
         return next((p for p in self.providers if p.id == provider_id), None)
 
 
+class GptSettings(Section):
+    """``[gpt]``: the GPT relay, through any OpenAI-compatible endpoint."""
+
+    enabled: bool = True
+    base_url: str = "https://api.openai.com/v1"
+    # Also read from OPENAI_API_KEY when neither api_key nor CB_GPT_API_KEY is set.
+    api_key: SecretStr | None = None
+    model: str = "gpt-4o-mini"
+    temperature: float = 0.7
+    system_prompt: str = (
+        "You are the assistant of a community chat on Matrix. Be friendly and concise, and answer "
+        "in Markdown."
+    )
+    timeout: float = 60.0
+    max_retries: int = 2
+    stream: bool = True
+    require_sso: bool = True
+    # Tokens (prompt + answer) per user per UTC day; 0 means no limit.
+    daily_token_quota: int = 20000
+    moderator_daily_token_quota: int | None = None
+    admin_daily_token_quota: int | None = None
+    history_token_budget: int = 3000
+    summarize: bool = False
+    history_retention_days: int = 90
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return _check_http_url(value, "https://api.openai.com/v1")
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, value: float) -> float:
+        if not 0 <= value <= 2:
+            raise ValueError(f"expected a number from 0 to 2, got {_show(value)}")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"expected seconds above 0, got {_show(value)}")
+        return value
+
+    @field_validator(
+        "max_retries", "daily_token_quota", "moderator_daily_token_quota",
+        "admin_daily_token_quota", "history_retention_days",
+    )  # fmt: skip
+    @classmethod
+    def _not_negative(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:
+            raise ValueError(f"expected 0 or more, got {_show(value)}")
+        return value
+
+    @field_validator("history_token_budget")
+    @classmethod
+    def _budget(cls, value: int) -> int:
+        if value < 200:
+            raise ValueError(f"expected at least 200 tokens, got {_show(value)}")
+        return value
+
+    @field_validator("model", "system_prompt")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
 class Config(BaseModel):
     """The whole configuration. One field per section; field order is validation order."""
 
@@ -472,6 +541,7 @@ class Config(BaseModel):
     roles: RolesSettings = Field(default_factory=RolesSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     sso: SsoSettings = Field(default_factory=SsoSettings)
+    gpt: GptSettings = Field(default_factory=GptSettings)
     source_path: Path | None = None
 
 
@@ -883,6 +953,11 @@ def load_config(
     if "url" not in values_by_section["database"]:
         db_url = f"sqlite+aiosqlite:///{(data.dir / 'bot.db').as_posix()}"
         built["database"] = built["database"].model_copy(update={"url": db_url})
+    # The OpenAI SDK's own variable, as a last resort for the GPT relay's key.
+    if built["gpt"].api_key is None and environ.get("OPENAI_API_KEY"):
+        built["gpt"] = built["gpt"].model_copy(
+            update={"api_key": SecretStr(environ["OPENAI_API_KEY"])}
+        )
 
     return Config(**built, source_path=source_path)
 
