@@ -641,6 +641,7 @@ def test_redacted_dict(tmp_path: Path) -> None:
         "roles",
         "logging",
         "sso",
+        "gpt",
     }
     assert "hunter2-secret" not in json.dumps(data)
     assert "dbpass" not in json.dumps(data)
