@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     String,
@@ -58,6 +60,8 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Overrides [gpt] daily_token_quota for this member (`!quota`); None follows the config.
+    gpt_daily_quota: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class SyncState(Base):
@@ -155,3 +159,66 @@ class LoginLink(Base):
     # The browser that started the flow (hash of its binding cookie); no other may continue it.
     browser_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Conversation(Base):
+    """A GPT conversation: the open one of a DM, or one room thread (rooted at `thread_root`)."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_scope", "room_id", "thread_root", "closed_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255))
+    thread_root: Mapped[str | None] = mapped_column(String(255), default=None)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    closed_at: Mapped[datetime | None] = mapped_column(default=None)  # `!reset`
+    summary: Mapped[str | None] = mapped_column(Text, default=None)
+    summary_upto: Mapped[int | None] = mapped_column(
+        BigInteger, default=None
+    )  # last message folded in
+
+
+class ChatMessage(Base):
+    """One side of a turn. A turn's two messages are stored together, only when it succeeded."""
+
+    __tablename__ = "chat_messages"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        index=True,
+    )
+    role: Mapped[str] = mapped_column(String(16))  # "user" or "assistant"
+    author: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
+    author_name: Mapped[str | None] = mapped_column(String(255), default=None)
+    content: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GptUsage(Base):
+    """Tokens a member used on one UTC day."""
+
+    __tablename__ = "gpt_usage"
+
+    mxid: Mapped[str] = mapped_column(String(255), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RoomSettings(Base):
+    """Per-room overrides of global settings (None: follow the config)."""
+
+    __tablename__ = "room_settings"
+
+    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    gpt_enabled: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    gpt_model: Mapped[str | None] = mapped_column(String(255), default=None)
+    gpt_prompt: Mapped[str | None] = mapped_column(Text, default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(255), default=None)
