@@ -16,12 +16,16 @@ from bot.commands.catalog import all_commands
 from bot.commands.executor import CommandExecutor
 from bot.commands.services import LoginSettings, Services
 from bot.community.audit import AuditLog
+from bot.community.chat import ChatService, ChatSettings
 from bot.community.identity import IdentityService
 from bot.community.login_links import LoginLinks
 from bot.community.outbox import Outbox
+from bot.community.roles import Role
 from bot.community.users import UserService
 from bot.config import Config
 from bot.errors import OperatorError
+from bot.llm.openai_compatible import OpenAICompatibleModel
+from bot.matrix.chat_relay import ChatRelay
 from bot.matrix.client import CONNECT_ERRORS, build_client, log_in
 from bot.matrix.direct import DirectMessenger
 from bot.matrix.dispatch import Dispatcher
@@ -44,6 +48,40 @@ HANDLED_EVENTS_KEPT = timedelta(days=30)
 
 def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
+
+
+def build_chat(
+    cfg: Config, db: Database, *, identity: IdentityService, users: UserService
+) -> ChatService:
+    gpt = cfg.gpt
+    default = gpt.daily_token_quota
+    settings = ChatSettings(
+        enabled=gpt.enabled,
+        model=gpt.model,
+        system_prompt=gpt.system_prompt,
+        require_sso=gpt.require_sso,
+        history_token_budget=gpt.history_token_budget,
+        summarize=gpt.summarize,
+        daily_quota={
+            Role.USER: default,
+            Role.MODERATOR: default
+            if gpt.moderator_daily_token_quota is None
+            else gpt.moderator_daily_token_quota,
+            Role.ADMIN: default
+            if gpt.admin_daily_token_quota is None
+            else gpt.admin_daily_token_quota,
+        },
+        command_prefix=cfg.matrix.command_prefix,
+    )
+    model = OpenAICompatibleModel(
+        base_url=gpt.base_url,
+        api_key=_secret(gpt.api_key),
+        temperature=gpt.temperature,
+        timeout=gpt.timeout,
+        max_retries=gpt.max_retries,
+        stream=gpt.stream,
+    )
+    return ChatService(db, settings, model, identity=identity, users=users)
 
 
 class BotApp:
@@ -137,10 +175,14 @@ class BotApp:
         login = asyncio.create_task(self._log_in(client))
         if not await self._until_stopped(login):
             return
+        users = UserService(self.db, cfg.roles.admins)
+        identity = IdentityService(self.db, cfg.roles.admins)
+        chat = build_chat(cfg, self.db, identity=identity, users=users)
         services = Services(
-            users=UserService(self.db, cfg.roles.admins),
+            users=users,
             audit=AuditLog(self.db),
-            identity=IdentityService(self.db, cfg.roles.admins),
+            identity=identity,
+            chat=chat,
             login_links=LoginLinks(self.db, timedelta(seconds=cfg.sso.link_ttl_seconds)),
             login=LoginSettings(
                 public_url=cfg.web.public_url,
@@ -166,6 +208,7 @@ class BotApp:
             direct=direct,
             invites=InvitePolicy(cfg.matrix.autojoin_from, cfg.roles.admins),
             prefix=cfg.matrix.command_prefix,
+            relay=ChatRelay(chat, sender, stream=cfg.gpt.stream),
         )
         profile = await client.get_displayname(client.user_id)
         if isinstance(profile, ProfileGetDisplayNameResponse):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bot.commands import general, identity
+from bot.commands import chat, general, identity
 from bot.commands.registry import Registry, merge
 
 
 def all_commands() -> Registry:
-    return merge(general.registry, identity.registry)
+    return merge(general.registry, identity.registry, chat.registry)

@@ -20,6 +20,7 @@ class CommandContext:
     event_id: str
     role: Role
     is_direct: bool
+    thread_root: str | None  # the thread the command was sent in, if any
     prefix: str
     origin_server_ts: int  # ms since the epoch, from the homeserver
     received_at: float  # time.time() when the bot received the event

@@ -24,6 +24,7 @@ class Message:
     event_id: str
     is_direct: bool
     origin_server_ts: int
+    thread_root: str | None = None
 
 
 class CommandExecutor:
@@ -76,6 +77,7 @@ class CommandExecutor:
             event_id=message.event_id,
             role=role,
             is_direct=message.is_direct,
+            thread_root=message.thread_root,
             prefix=p,
             origin_server_ts=message.origin_server_ts,
             received_at=received_at,

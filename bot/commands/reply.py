@@ -13,6 +13,8 @@ class Reply:
     mentions: tuple[str, ...] = ()
     # Also (or only) sent to the caller by direct message, e.g. a login link asked for in a room.
     direct_markdown: str | None = None
+    # Not a reply to send but a question for the assistant, answered as a chat turn (`!ask`).
+    chat_prompt: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.community.audit import AuditLog
+from bot.community.chat import ChatService
 from bot.community.identity import IdentityService
 from bot.community.login_links import LoginLinks
 from bot.community.users import UserService
@@ -32,4 +33,5 @@ class Services:
     identity: IdentityService
     login_links: LoginLinks
     login: LoginSettings
+    chat: ChatService
     bot_user_id: str

@@ -12,6 +12,7 @@ from nio import (
     AsyncClient,
     InviteMemberEvent,
     JoinError,
+    RedactionEvent,
     RoomMemberEvent,
     RoomMessageText,
     SyncResponse,
@@ -19,6 +20,8 @@ from nio import (
 
 from bot.commands.executor import CommandExecutor, Message
 from bot.commands.reply import Reply
+from bot.community.chat import ChatTurn
+from bot.matrix.chat_relay import ChatRelay
 from bot.matrix.direct import DirectMessenger
 from bot.matrix.invites import InvitePolicy
 from bot.matrix.render import message_content
@@ -52,8 +55,10 @@ class Dispatcher:
         direct: DirectMessenger,
         invites: InvitePolicy,
         prefix: str,
+        relay: ChatRelay | None = None,
     ) -> None:
         self._client = client
+        self._relay = relay
         self._ledger = ledger
         self._executor = executor
         self._sender = sender
@@ -81,6 +86,8 @@ class Dispatcher:
                     continue
                 if isinstance(event, RoomMessageText):
                     await self._on_text(room_id, event)
+                elif isinstance(event, RedactionEvent):
+                    await self._on_redaction(event)
 
     def _since_our_join(self, events: list[Any]) -> list[Any]:
         """A room the bot has just joined arrives with its recent history: that is not for us."""
@@ -133,24 +140,52 @@ class Dispatcher:
 
     # Messages
 
+    def _sender_name(self, room_id: str, sender: str) -> str | None:
+        room = self._client.rooms.get(room_id)
+        return room.user_name(sender) if room is not None else None
+
+    async def _on_redaction(self, event: RedactionEvent) -> None:
+        if self._relay is not None and event.redacts:
+            if await self._relay.chat.forget_event(event.redacts):
+                log.info("chat.redacted", event_id=event.redacts)
+
+    async def _on_edit(self, content: dict[str, Any]) -> None:
+        if self._relay is None:
+            return
+        target = content.get("m.relates_to", {}).get("event_id")
+        new_body = content.get("m.new_content", {}).get("body")
+        if isinstance(target, str) and isinstance(new_body, str):
+            await self._relay.chat.edit_event(target, new_body)
+
     async def _on_text(self, room_id: str, event: RoomMessageText) -> None:
         content = event.source.get("content", {})
         if _is_edit(content):
+            await self._on_edit(content)
             return
+        is_direct = self._direct.is_direct(room_id)
+        thread_root = None if is_direct else _thread_root(content)
         trigger = find_trigger(
             content,
             prefix=self._prefix,
             bot_user_id=self.bot_user_id,
             bot_display_name=self.display_name,
         )
-        if trigger is None:
-            return
-        if not trigger.prefixed:
+        command: str | None = None
+        chat: str | None = None
+        if trigger is not None:
             first_word = trigger.text.split(maxsplit=1)[0] if trigger.text.strip() else ""
-            if not self._executor.knows(first_word):
-                # A mention that is not a command: later features (the GPT relay) take it.
-                trigger = None
-        if trigger is None:
+            if trigger.prefixed or self._executor.knows(first_word):
+                command = trigger.text
+            elif self._relay is not None:
+                chat = trigger.text if trigger.text.strip() else None
+        if command is None and chat is None and self._relay is not None:
+            # DMs need no prefix; in rooms, a thread the assistant is part of continues.
+            if is_direct or (
+                thread_root is not None
+                and await self._relay.chat.has_conversation(room_id, thread_root)
+            ):
+                chat = event.body
+        if command is None and chat is None:
             return
         if not await self._ledger.claim(event.event_id, room_id):
             log.info("matrix.duplicate_skipped", room_id=room_id, event_id=event.event_id)
@@ -159,14 +194,39 @@ class Dispatcher:
             sender=event.sender,
             room_id=room_id,
             event_id=event.event_id,
-            is_direct=self._direct.is_direct(room_id),
+            is_direct=is_direct,
             origin_server_ts=event.server_timestamp,
+            thread_root=thread_root,
         )
-        task = asyncio.create_task(self._run_command(trigger.text, message, _thread_root(content)))
+        work = (
+            self._run_command(command, message)
+            if command is not None
+            else self._run_chat(chat or "", message)
+        )
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_command(self, text: str, message: Message, thread_root: str | None) -> None:
+    async def _run_chat(self, text: str, message: Message) -> None:
+        assert self._relay is not None
+        structlog.contextvars.bind_contextvars(room_id=message.room_id, event_id=message.event_id)
+        turn = ChatTurn(
+            room_id=message.room_id,
+            # In a room the answer opens a thread on the question (or continues the thread).
+            thread_root=None if message.is_direct else (message.thread_root or message.event_id),
+            sender=message.sender,
+            sender_name=None
+            if message.is_direct
+            else self._sender_name(message.room_id, message.sender),
+            text=text,
+            event_id=message.event_id,
+        )
+        try:
+            await self._relay.answer(turn, reply_to=None if message.is_direct else message.event_id)
+        except Exception:
+            log.exception("chat.failed", sender=message.sender)
+
+    async def _run_command(self, text: str, message: Message) -> None:
         structlog.contextvars.bind_contextvars(room_id=message.room_id, event_id=message.event_id)
         started = time.monotonic()
         name = text.split(maxsplit=1)[0].lower() if text.strip() else ""
@@ -177,8 +237,12 @@ class Dispatcher:
             reply = Reply.error(
                 "Something went wrong while running that command. It has been logged."
             )
+        if reply.chat_prompt is not None and self._relay is not None:
+            await self._run_chat(reply.chat_prompt, message)
+            log.info("command.handled", command=name, sender=message.sender)
+            return
         try:
-            await self.deliver(reply, message, thread_root)
+            await self.deliver(reply, message, message.thread_root)
         except SendError as problem:
             log.error("command.reply_failed", command=name, error=str(problem))
             return

@@ -129,7 +129,8 @@ class LlmStub:
         self.reply: Reply = reply
         #: When False no ``usage`` is sent at all (neither in replies nor in streams).
         self.report_usage = report_usage
-        #: Seconds before the first byte of every chat completion response (errors included).
+        #: Seconds before the first byte of chat completion responses (injected failures
+        #: included; 400/401 answers are immediate).
         self.latency = latency
         #: Seconds between streamed chunks.
         self.chunk_delay = chunk_delay
@@ -148,6 +149,8 @@ class LlmStub:
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._inflight = 0
+        #: The most chat requests ever answered at the same time (see :attr:`inflight`).
+        self.peak_inflight = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -230,6 +233,7 @@ class LlmStub:
 
     def clear(self) -> None:
         """Forget recorded requests, counters and queued failures (settings are kept)."""
+        self.peak_inflight = self._inflight
         self.requests.clear()
         self.counts.clear()
         self._failures.clear()
@@ -290,6 +294,7 @@ class LlmStub:
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         self._inflight += 1
+        self.peak_inflight = max(self.peak_inflight, self._inflight)
         try:
             return await self._answer(request)
         finally:
@@ -389,9 +394,7 @@ class LlmStub:
             completion["usage"] = usage
         if failure == "broken_stream":
             raw = json.dumps(completion).encode()
-            response = web.StreamResponse(
-                status=200, headers={"Content-Type": "application/json"}
-            )
+            response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
             response.content_length = len(raw)
             await response.prepare(request)
             await response.write(raw[: len(raw) // 2])

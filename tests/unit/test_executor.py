@@ -48,6 +48,7 @@ async def setup(tmp_path):
         identity=IdentityService(db, ["@root:x"]),
         login_links=LoginLinks(db, timedelta(minutes=10)),
         login=LoginSettings("http://127.0.0.1:8080", 10, {}),
+        chat=None,  # type: ignore[arg-type]  # no command here talks to the assistant
         bot_user_id="@bot:x",
     )
     executor = CommandExecutor(

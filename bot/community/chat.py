@@ -1,0 +1,473 @@
+"""The GPT relay's domain: who may chat, what the model sees, what is remembered and counted.
+It knows nothing of Matrix or HTTP: a LanguageModel is handed in, and the relay in bot/matrix
+decides how answers look and when they are edited."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import delete, select
+
+from bot.community.audit import add_entry
+from bot.community.context_window import StoredMessage, rows_to_read, select_recent
+from bot.community.identity import IdentityService
+from bot.community.roles import Role
+from bot.community.tokens import MESSAGE_OVERHEAD, count_tokens, message_tokens
+from bot.community.users import UserService
+from bot.store.database import Database
+from bot.store.models import ChatMessage, Conversation, GptUsage, RoomSettings, User, utcnow
+
+SUMMARY_PROMPT = (
+    "Summarise the conversation below for your own later reference: keep facts, names, "
+    "decisions and open questions, in at most 150 words. Start with the earlier summary, if any."
+)
+
+
+# -- what the relay and the model exchange -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptMessage:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int | None = None  # as the endpoint reported them, when it did
+    completion_tokens: int | None = None
+
+
+class ModelError(Exception):
+    """The model could not answer. `str()` is a short message meant for the member."""
+
+
+TextCallback = Callable[[str], None]  # receives the whole answer so far
+
+
+class LanguageModel(Protocol):
+    async def complete(
+        self, messages: Sequence[PromptMessage], *, model: str, on_text: TextCallback | None
+    ) -> Completion: ...
+
+
+class ChatRefused(Exception):
+    """This member may not chat here now; `str()` says why, kindly."""
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    enabled: bool
+    model: str
+    system_prompt: str
+    require_sso: bool
+    history_token_budget: int
+    summarize: bool
+    daily_quota: dict[Role, int]  # 0 means no limit
+    command_prefix: str = "!"
+
+
+@dataclass(frozen=True)
+class RoomChatSettings:
+    enabled: bool
+    model: str
+    prompt: str
+    overridden: frozenset[str] = field(default_factory=frozenset)  # which came from the room
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    room_id: str
+    thread_root: str | None  # None: the DM's running conversation
+    sender: str
+    sender_name: str | None  # set in rooms, so the model knows who speaks
+    text: str
+    event_id: str
+
+
+@dataclass(frozen=True)
+class PreparedTurn:
+    turn: ChatTurn
+    conversation_id: int
+    model: str
+    messages: list[PromptMessage]
+    oldest_in_window: int | None  # id of the oldest stored message the prompt includes
+
+
+@dataclass(frozen=True)
+class Usage:
+    used: int
+    quota: int  # 0: no limit
+
+    @property
+    def exhausted(self) -> bool:
+        return self.quota > 0 and self.used >= self.quota
+
+
+def until_reset(now: datetime) -> timedelta:
+    tomorrow = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
+    return tomorrow - now
+
+
+def describe_wait(delta: timedelta) -> str:
+    minutes = max(1, int(delta.total_seconds() // 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def _speaker(content: str, author_name: str | None) -> str:
+    return f"{author_name}: {content}" if author_name else content
+
+
+class ChatService:
+    def __init__(
+        self,
+        db: Database,
+        settings: ChatSettings,
+        model: LanguageModel,
+        *,
+        identity: IdentityService,
+        users: UserService,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self.settings = settings
+        self._model = model
+        self._identity = identity
+        self._users = users
+        self._clock = clock
+        self._locks: dict[tuple[str, str | None], asyncio.Lock] = {}
+
+    def conversation_lock(self, room_id: str, thread_root: str | None) -> asyncio.Lock:
+        """Turns of one conversation run one after the other; different ones in parallel."""
+        return self._locks.setdefault((room_id, thread_root), asyncio.Lock())
+
+    # -- settings per room --------------------------------------------------------------------
+
+    async def room_settings(self, room_id: str) -> RoomChatSettings:
+        async with self._db.transaction() as session:
+            row = await session.get(RoomSettings, room_id)
+        s = self.settings
+        if row is None:
+            return RoomChatSettings(s.enabled, s.model, s.system_prompt)
+        overridden = {
+            name
+            for name, value in (
+                ("enabled", row.gpt_enabled), ("model", row.gpt_model), ("prompt", row.gpt_prompt),
+            )
+            if value is not None
+        }  # fmt: skip
+        return RoomChatSettings(
+            enabled=s.enabled if row.gpt_enabled is None else row.gpt_enabled,
+            model=row.gpt_model or s.model,
+            prompt=row.gpt_prompt or s.system_prompt,
+            overridden=frozenset(overridden),
+        )
+
+    async def change_room_settings(
+        self, room_id: str, actor: str, *, reset: bool = False, **changes: object
+    ) -> None:
+        """Set `enabled`, `model` or `prompt` for one room, or `reset` them all to the config."""
+        columns = {"enabled": "gpt_enabled", "model": "gpt_model", "prompt": "gpt_prompt"}
+        async with self._db.transaction() as session:
+            row = await session.get(RoomSettings, room_id) or RoomSettings(room_id=room_id)
+            session.add(row)
+            for name, column in columns.items():
+                if reset:
+                    setattr(row, column, None)
+                elif name in changes:
+                    setattr(row, column, changes[name])
+            row.updated_by = actor
+            row.updated_at = utcnow()
+            add_entry(
+                session, actor=actor, action="gpt.room_settings", room_id=room_id,
+                detail={"reset": True} if reset else {k: str(v)[:200] for k, v in changes.items()},
+            )  # fmt: skip
+
+    # -- quota --------------------------------------------------------------------------------
+
+    def _today(self) -> date:
+        return self._clock().date()
+
+    async def usage_today(self, mxid: str, role: Role) -> Usage:
+        async with self._db.transaction() as session:
+            row = await session.get(GptUsage, (mxid, self._today()))
+            user = await session.get(User, mxid)
+        used = (row.prompt_tokens + row.completion_tokens) if row else 0
+        override = user.gpt_daily_quota if user else None
+        quota = override if override is not None else self.settings.daily_quota.get(role, 0)
+        return Usage(used, quota)
+
+    async def set_quota(self, mxid: str, tokens: int | None, actor: str) -> None:
+        async with self._db.transaction() as session:
+            user = await session.get(User, mxid)
+            if user is None:
+                user = User(mxid=mxid, role=Role.USER.label, active=True)
+                session.add(user)
+            user.gpt_daily_quota = tokens
+            add_entry(session, actor=actor, action="gpt.quota", target=mxid,
+                      detail={"daily_tokens": tokens})  # fmt: skip
+
+    def quota_message(self, usage: Usage) -> str:
+        wait = describe_wait(until_reset(self._clock()))
+        return (
+            f"You have used your {usage.quota:,} tokens for today. "
+            f"The quota resets at 00:00 UTC, in {wait}."
+        )
+
+    # -- a turn -------------------------------------------------------------------------------
+
+    async def check_access(self, sender: str, room_id: str) -> RoomChatSettings:
+        room = await self.room_settings(room_id)
+        if not room.enabled:
+            raise ChatRefused("The assistant is switched off in this room.")
+        if not await self._users.is_active(sender):
+            raise ChatRefused("Your account is deactivated, so you cannot use the assistant.")
+        p = self.settings.command_prefix
+        if self.settings.require_sso and not await self._identity.bindings_of(sender):
+            raise ChatRefused(
+                f"To chat with the assistant, link your community account first: send `{p}login`."
+            )
+        usage = await self.usage_today(sender, await self._users.role_of(sender))
+        if usage.exhausted:
+            raise ChatRefused(self.quota_message(usage))
+        return room
+
+    async def prepare(self, turn: ChatTurn) -> PreparedTurn:
+        """Check access and build the prompt. Raises ChatRefused."""
+        room = await self.check_access(turn.sender, turn.room_id)
+        model = room.model
+        system = [PromptMessage("system", room.prompt)]
+        current = PromptMessage("user", _speaker(turn.text, turn.sender_name))
+        async with self._db.transaction() as session:
+            conversation = await self._open_conversation(session, turn.room_id, turn.thread_root)
+            if conversation.summary:
+                system.append(
+                    PromptMessage(
+                        "system", f"Summary of the earlier conversation: {conversation.summary}"
+                    )
+                )
+            fixed = sum(message_tokens(m.content, model) for m in [*system, current])
+            budget = max(0, self.settings.history_token_budget - fixed)
+            rows = await session.scalars(
+                select(ChatMessage)
+                .where(ChatMessage.conversation_id == conversation.id)
+                .order_by(ChatMessage.id.desc())
+                .limit(rows_to_read(self.settings.history_token_budget, MESSAGE_OVERHEAD))
+            )
+            newest_first = [
+                StoredMessage(r.id, r.role, r.content, r.tokens, r.author_name) for r in rows
+            ]
+        window = select_recent(newest_first, budget)
+        history = [
+            PromptMessage(
+                m.role, _speaker(m.content, m.author_name) if m.role == "user" else m.content
+            )
+            for m in window
+        ]
+        return PreparedTurn(
+            turn, conversation.id, model, [*system, *history, current],
+            oldest_in_window=window[0].id if window else None,
+        )  # fmt: skip
+
+    async def generate(self, prepared: PreparedTurn, on_text: TextCallback | None) -> Completion:
+        """Ask the model. Raises ModelError with a message for the member."""
+        return await self._model.complete(prepared.messages, model=prepared.model, on_text=on_text)
+
+    async def commit(
+        self,
+        prepared: PreparedTurn,
+        completion: Completion,
+        *,
+        reply_event_id: str | None,
+        delivered: bool,
+    ) -> int:
+        """Count the tokens, and remember the turn when its answer reached the member. Returns
+        the tokens used."""
+        model = prepared.model
+        prompt_tokens = completion.prompt_tokens
+        if prompt_tokens is None:
+            prompt_tokens = sum(message_tokens(m.content, model) for m in prepared.messages)
+        completion_tokens = completion.completion_tokens
+        if completion_tokens is None:
+            completion_tokens = count_tokens(completion.text, model)
+        turn = prepared.turn
+        async with self._db.transaction() as session:
+            usage = await session.get(GptUsage, (turn.sender, self._today()))
+            if usage is None:
+                usage = GptUsage(mxid=turn.sender, day=self._today(), prompt_tokens=0,
+                                 completion_tokens=0, requests=0)  # fmt: skip
+                session.add(usage)
+            usage.prompt_tokens += prompt_tokens
+            usage.completion_tokens += completion_tokens
+            usage.requests += 1
+            if delivered:
+                session.add_all([
+                    ChatMessage(
+                        conversation_id=prepared.conversation_id, role="user", author=turn.sender,
+                        author_name=turn.sender_name, content=turn.text, event_id=turn.event_id,
+                        tokens=message_tokens(_speaker(turn.text, turn.sender_name), model),
+                    ),
+                    ChatMessage(
+                        conversation_id=prepared.conversation_id, role="assistant",
+                        content=completion.text, event_id=reply_event_id,
+                        tokens=message_tokens(completion.text, model),
+                    ),
+                ])  # fmt: skip
+                conversation = await session.get(Conversation, prepared.conversation_id)
+                if conversation is not None:
+                    conversation.updated_at = utcnow()
+        return prompt_tokens + completion_tokens
+
+    async def fold_into_summary(self, prepared: PreparedTurn) -> bool:
+        """With `summarize`, fold the turns that no longer fit the window into the stored summary
+        (one extra request). True when a summary was written."""
+        if not self.settings.summarize or prepared.oldest_in_window is None:
+            return False
+        async with self._db.transaction() as session:
+            conversation = await session.get(Conversation, prepared.conversation_id)
+            if conversation is None:
+                return False
+            query = select(ChatMessage).where(
+                ChatMessage.conversation_id == conversation.id,
+                ChatMessage.id < prepared.oldest_in_window,
+            )
+            if conversation.summary_upto is not None:
+                query = query.where(ChatMessage.id > conversation.summary_upto)
+            dropped = list(await session.scalars(query.order_by(ChatMessage.id)))
+            earlier = conversation.summary
+        if not dropped:
+            return False
+        budget = self.settings.history_token_budget
+        transcript, used = [], 0
+        for m in dropped:
+            line = f"{m.author_name or m.role}: {m.content}"
+            used += message_tokens(line, prepared.model)
+            if used > budget:
+                break
+            transcript.append(line)
+        body = (f"Earlier summary: {earlier}\n\n" if earlier else "") + "\n".join(transcript)
+        completion = await self._model.complete(
+            [PromptMessage("system", SUMMARY_PROMPT), PromptMessage("user", body)],
+            model=prepared.model, on_text=None,
+        )  # fmt: skip
+        async with self._db.transaction() as session:
+            conversation = await session.get(Conversation, prepared.conversation_id)
+            if conversation is not None:
+                conversation.summary = completion.text.strip()
+                conversation.summary_upto = dropped[len(transcript) - 1].id if transcript else None
+        return True
+
+    # -- conversations ------------------------------------------------------------------------
+
+    async def _open_conversation(
+        self, session, room_id: str, thread_root: str | None
+    ) -> Conversation:  # type: ignore[no-untyped-def]
+        found = await session.scalar(self._open_query(room_id, thread_root))
+        if found is None:
+            found = Conversation(room_id=room_id, thread_root=thread_root)
+            session.add(found)
+            await session.flush()
+        return found
+
+    @staticmethod
+    def _open_query(room_id: str, thread_root: str | None):  # type: ignore[no-untyped-def]
+        scope = (
+            Conversation.thread_root.is_(None)
+            if thread_root is None
+            else Conversation.thread_root == thread_root
+        )
+        return (
+            select(Conversation)
+            .where(Conversation.room_id == room_id, scope, Conversation.closed_at.is_(None))
+            .order_by(Conversation.id.desc())
+            .limit(1)
+        )
+
+    async def has_conversation(self, room_id: str, thread_root: str) -> bool:
+        async with self._db.transaction() as session:
+            return await session.scalar(self._open_query(room_id, thread_root)) is not None
+
+    async def reset(self, room_id: str, thread_root: str | None) -> bool:
+        """Close the open conversation here; the next message starts a fresh one."""
+        async with self._db.transaction() as session:
+            found = await session.scalar(self._open_query(room_id, thread_root))
+            if found is None:
+                return False
+            found.closed_at = utcnow()
+            return True
+
+    async def forget_event(self, event_id: str) -> bool:
+        """A member redacted a message: it leaves the history, with the answer it got."""
+        async with self._db.transaction() as session:
+            message = await session.scalar(
+                select(ChatMessage).where(ChatMessage.event_id == event_id)
+            )
+            if message is None:
+                return False
+            answer = await session.scalar(
+                select(ChatMessage)
+                .where(
+                    ChatMessage.conversation_id == message.conversation_id,
+                    ChatMessage.id > message.id,
+                )
+                .order_by(ChatMessage.id)
+                .limit(1)
+            )
+            if message.role == "user" and answer is not None and answer.role == "assistant":
+                await session.delete(answer)
+            await session.delete(message)
+            return True
+
+    async def edit_event(self, event_id: str, new_text: str, model: str | None = None) -> bool:
+        """A member edited a message: the history keeps the new text."""
+        async with self._db.transaction() as session:
+            message = await session.scalar(
+                select(ChatMessage).where(ChatMessage.event_id == event_id)
+            )
+            if message is None:
+                return False
+            message.content = new_text
+            message.tokens = message_tokens(
+                _speaker(new_text, message.author_name), model or self.settings.model
+            )
+            return True
+
+    async def history(self, room_id: str, thread_root: str | None) -> list[StoredMessage]:
+        """The open conversation's stored messages, oldest first (for `!gpt` and tests)."""
+        async with self._db.transaction() as session:
+            conversation = await session.scalar(self._open_query(room_id, thread_root))
+            if conversation is None:
+                return []
+            rows = await session.scalars(
+                select(ChatMessage)
+                .where(ChatMessage.conversation_id == conversation.id)
+                .order_by(ChatMessage.id)
+            )
+            return [StoredMessage(r.id, r.role, r.content, r.tokens, r.author_name) for r in rows]
+
+    async def purge_older_than(self, days: int) -> int:
+        """Retention: drop conversations untouched for `days` (their messages go with them)."""
+        if days <= 0:
+            return 0
+        cutoff = utcnow() - timedelta(days=days)
+        async with self._db.transaction() as session:
+            old = list(
+                await session.scalars(
+                    select(Conversation.id).where(Conversation.updated_at < cutoff)
+                )
+            )
+            if old:
+                await session.execute(
+                    delete(ChatMessage).where(ChatMessage.conversation_id.in_(old))
+                )
+                await session.execute(delete(Conversation).where(Conversation.id.in_(old)))
+            return len(old)

@@ -1,0 +1,122 @@
+"""The LanguageModel the chat domain asks, over any OpenAI-compatible endpoint via langchain-openai.
+Timeouts, 429 and 5xx are retried by the OpenAI client with backoff (`max_retries`); what still
+fails becomes a ModelError with a short message for the member, and a log line for operators."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import openai
+import structlog
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+
+from bot.community.chat import Completion, LanguageModel, ModelError, PromptMessage, TextCallback
+
+log = structlog.get_logger(__name__)
+
+_MESSAGE_TYPES = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content blocks
+        return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+    return ""
+
+
+class OpenAICompatibleModel(LanguageModel):
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        temperature: float,
+        timeout: float,
+        max_retries: int,
+        stream: bool,
+    ) -> None:
+        self._options = {
+            "base_url": base_url,
+            # Local endpoints (vLLM, Ollama) need no key, but the client insists on one.
+            "api_key": api_key or "not-needed",
+            "temperature": temperature,
+            "timeout": timeout,
+            "max_retries": max_retries,
+        }
+        self._stream = stream
+        self._clients: dict[str, ChatOpenAI] = {}
+
+    def _client(self, model: str) -> ChatOpenAI:
+        if model not in self._clients:
+            self._clients[model] = ChatOpenAI(
+                model=model, streaming=self._stream, stream_usage=True, **self._options
+            )
+        return self._clients[model]
+
+    async def complete(
+        self, messages: Sequence[PromptMessage], *, model: str, on_text: TextCallback | None
+    ) -> Completion:
+        prompt: list[BaseMessage] = [_MESSAGE_TYPES[m.role](content=m.content) for m in messages]
+        client = self._client(model)
+        usage: dict[str, Any] | None = None
+        try:
+            if self._stream and on_text is not None:
+                text = ""
+                async for chunk in client.astream(prompt):
+                    piece = _text(chunk.content)
+                    if piece:
+                        text += piece
+                        on_text(text)
+                    if chunk.usage_metadata:
+                        usage = dict(chunk.usage_metadata)
+            else:
+                result = await client.ainvoke(prompt)
+                text = _text(result.content)
+                usage = dict(result.usage_metadata) if result.usage_metadata else None
+        except ModelError:
+            raise
+        except Exception as problem:
+            raise self._explain(problem, model) from None
+        if not text.strip():
+            raise ModelError("The assistant sent an empty answer. Please try again.")
+        return Completion(
+            text,
+            prompt_tokens=usage.get("input_tokens") if usage else None,
+            completion_tokens=usage.get("output_tokens") if usage else None,
+        )
+
+    def _explain(self, problem: Exception, model: str) -> ModelError:
+        """Map what went wrong to words for the member; the details go to the log."""
+        status = getattr(problem, "status_code", None)
+        log.warning("gpt.request_failed", model=model, error=type(problem).__name__, status=status)
+        if isinstance(problem, openai.RateLimitError):
+            return ModelError(
+                "The assistant is overloaded right now. Please try again in a minute."
+            )
+        if isinstance(problem, openai.APITimeoutError):
+            return ModelError("The assistant took too long to answer. Please try again.")
+        if isinstance(problem, openai.AuthenticationError | openai.PermissionDeniedError):
+            log.error(
+                "gpt.credentials_refused", model=model, hint="check [gpt] api_key and base_url"
+            )
+            return ModelError(
+                "The assistant is not set up correctly; the operators can see why in the log."
+            )
+        if isinstance(problem, openai.NotFoundError):
+            return ModelError(f"The model {model} is not available at the assistant's service.")
+        if isinstance(problem, openai.APIStatusError):
+            return ModelError(
+                f"The assistant's service failed (HTTP {status}). Please try again later."
+            )
+        if isinstance(problem, openai.APIConnectionError):
+            return ModelError(
+                "The assistant's service cannot be reached right now. Please try again later."
+            )
+        if isinstance(problem, httpx.HTTPError | openai.APIError | ValueError):
+            return ModelError("The answer was cut off by a network problem. Please ask again.")
+        log.exception("gpt.unexpected_error", model=model)
+        return ModelError("Something went wrong while asking the assistant. It has been logged.")

@@ -1,0 +1,27 @@
+"""Bind a Matrix ID to an SSO identity directly through the domain, for tests whose subject is not
+the login flow itself (that flow has its own tests against real providers and a browser)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.community.identity import GroupRoles, IdentityService, VerifiedIdentity
+from bot.community.login_links import LoginLinks, hash_token
+from bot.store.database import Database
+
+
+async def link(db: Database, mxid: str, *, groups: tuple[str, ...] = ()) -> None:
+    token = await LoginLinks(db, timedelta(minutes=10)).issue(mxid)
+    identity = VerifiedIdentity(
+        provider_id="test", provider_name="Test SSO", issuer="https://sso.test",
+        subject=f"sub-{mxid}", username=mxid[1:].split(":")[0], groups=groups,
+    )  # fmt: skip
+    await IdentityService(db, []).bind(hash_token(token), "test-browser", identity, GroupRoles())
+
+
+async def link_url(url: str, mxid: str, **kw) -> None:  # type: ignore[no-untyped-def]
+    db = Database(url)
+    try:
+        await link(db, mxid, **kw)
+    finally:
+        await db.close()
