@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -43,7 +42,6 @@ class FlowSecrets:
 class IdentityProvider(Protocol):
     id: str
     name: str
-    origins: tuple[str, ...]
     group_roles: GroupRoles
 
     async def authorization_url(self, flow: FlowSecrets) -> str: ...
@@ -63,9 +61,9 @@ def _oauth_client(settings: ProviderSettings, redirect_uri: str) -> AsyncOAuth2C
     )
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+def _text_claim(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value[:255] if isinstance(value, str) and value.strip() else None
 
 
 class OidcProvider:
@@ -76,7 +74,6 @@ class OidcProvider:
         self.id = settings.id
         self.name = settings.display_name
         self.group_roles = GroupRoles(settings.admin_groups, settings.moderator_groups)
-        self.origins = (_origin(settings.issuer),)
         self._settings = settings
         self._issuer = settings.issuer
         self._redirect_uri = redirect_uri
@@ -137,30 +134,33 @@ class OidcProvider:
                 )
             except Exception as problem:  # authlib raises OAuthError, httpx errors, ValueError
                 raise ProviderError(f"code exchange failed: {problem!r}") from None
-        id_token = token.get("id_token")
-        if not isinstance(id_token, str):
-            raise ProviderError("the token response has no id_token")
+        id_token, access_token = token.get("id_token"), token.get("access_token")
+        if not isinstance(id_token, str) or not isinstance(access_token, str):
+            raise ProviderError("the token response lacks id_token or access_token")
         claims = await self._verified_claims(id_token, flow.nonce)
         userinfo: dict[str, Any] = {}
         if isinstance(metadata.get("userinfo_endpoint"), str):
             userinfo = await self._get_json(
-                metadata["userinfo_endpoint"],
-                headers={"Authorization": f"Bearer {token['access_token']}"},
+                metadata["userinfo_endpoint"], headers={"Authorization": f"Bearer {access_token}"}
             )
-            if userinfo.get("sub") != claims["sub"]:
-                raise ProviderError("userinfo sub differs from the ID token's sub")
+            if not isinstance(userinfo, dict) or userinfo.get("sub") != claims["sub"]:
+                raise ProviderError("userinfo is not an object naming the ID token's sub")
         merged = {**userinfo, **claims}
         groups = merged.get(self._settings.groups_claim) or []
         if isinstance(groups, str):
             groups = [groups]
+        if not isinstance(groups, list):
+            raise ProviderError(f"the {self._settings.groups_claim} claim is not a list")
+        # An address the provider says it has not verified is not shown as the member's.
+        email = _text_claim(merged, "email") if merged.get("email_verified") is not False else None
         return VerifiedIdentity(
             provider_id=self.id,
             provider_name=self.name,
             issuer=self._issuer,
-            subject=str(claims["sub"]),
-            email=merged.get("email") if isinstance(merged.get("email"), str) else None,
-            username=merged.get("preferred_username") or merged.get("nickname"),
-            display_name=merged.get("name"),
+            subject=claims["sub"],
+            email=email,
+            username=_text_claim(merged, "preferred_username") or _text_claim(merged, "nickname"),
+            display_name=_text_claim(merged, "name"),
             groups=tuple(str(g) for g in groups if isinstance(g, str | int)),
         )
 
@@ -187,9 +187,12 @@ class OidcProvider:
         except (JoseError, ValueError) as problem:
             raise ProviderError(f"ID token rejected: {problem}") from None
         claims = dict(decoded.claims)
+        if not isinstance(claims["sub"], str) or not claims["sub"]:
+            raise ProviderError("ID token sub is not a non-empty string")
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        if len(audiences) > 1 and claims.get("azp") != self._settings.client_id:
-            raise ProviderError("ID token has several audiences and azp is not this client")
+        azp = claims.get("azp")
+        if (len(audiences) > 1 or azp is not None) and azp != self._settings.client_id:
+            raise ProviderError("ID token azp is not this client")
         if claims["iat"] > time.time() + CLOCK_LEEWAY_S:
             raise ProviderError("ID token issued in the future")
         return claims
@@ -204,7 +207,6 @@ class GitHubProvider:
         self.id = settings.id
         self.name = settings.display_name
         self.group_roles = GroupRoles(settings.admin_groups, settings.moderator_groups)
-        self.origins = (_origin(settings.github_url),)
         self._settings = settings
         self._redirect_uri = redirect_uri
         self._http = http
@@ -232,7 +234,10 @@ class GitHubProvider:
             raise ProviderError(f"GitHub API unreachable: {problem!r}") from None
         if response.status_code != 200:
             raise ProviderError(f"GitHub API {path} answered HTTP {response.status_code}")
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise ProviderError(f"GitHub API {path} did not answer JSON") from None
 
     async def identity(self, code: str, flow: FlowSecrets) -> VerifiedIdentity:
         async with _oauth_client(self._settings, self._redirect_uri) as client:
@@ -249,7 +254,7 @@ class GitHubProvider:
         if not isinstance(access, str):
             raise ProviderError("GitHub returned no access token")
         user = await self._api_get("/user", access)
-        if not isinstance(user.get("id"), int):
+        if not isinstance(user, dict) or not isinstance(user.get("id"), int):
             raise ProviderError("GitHub /user has no numeric id")
         email = user.get("email")
         if not email:
@@ -260,10 +265,10 @@ class GitHubProvider:
         groups: list[str] = []
         org = self._settings.github_org
         if org:
-            orgs = await self._api_get("/user/orgs", access)
+            orgs = await self._api_get("/user/orgs?per_page=100", access)
             if any(o.get("login", "").lower() == org.lower() for o in orgs):
                 groups.append(org)
-                teams = await self._api_get("/user/teams", access)
+                teams = await self._api_get("/user/teams?per_page=100", access)
                 groups += [
                     f"{org}/{t['slug']}"
                     for t in teams
@@ -274,9 +279,9 @@ class GitHubProvider:
             provider_name=self.name,
             issuer=self._web,
             subject=str(user["id"]),
-            email=email,
-            username=user.get("login"),
-            display_name=user.get("name"),
+            email=email if isinstance(email, str) else None,
+            username=_text_claim(user, "login"),
+            display_name=_text_claim(user, "name"),
             groups=tuple(groups),
         )
 

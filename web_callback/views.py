@@ -20,6 +20,9 @@ log = structlog.get_logger(__name__)
 
 BROWSER_COOKIE = "cb_browser"
 FLOW_COOKIE = "cb_flow"
+# Over https the cookies carry the __Host- prefix: the browser then refuses them from any other
+# host (a sibling subdomain) and over plain http, so nobody can plant them in a victim's browser.
+HOST_PREFIX = "__Host-"
 FLOW_TTL_S = 600
 BROWSER_TTL_S = 86400
 
@@ -38,6 +41,14 @@ class LoginFlow:
     on_linked: Callable[[], None] | None = None
 
     # -- helpers ------------------------------------------------------------------------------
+
+    @property
+    def browser_cookie(self) -> str:
+        return f"{HOST_PREFIX}{BROWSER_COOKIE}" if self.secure_cookies else BROWSER_COOKIE
+
+    @property
+    def flow_cookie(self) -> str:
+        return f"{HOST_PREFIX}{FLOW_COOKIE}" if self.secure_cookies else FLOW_COOKIE
 
     def _respond(self, page: Page) -> web.Response:
         return web.Response(status=page.status, text=page.html, content_type="text/html")
@@ -79,7 +90,7 @@ class LoginFlow:
 
     async def confirm(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
-        browser = request.cookies.get(BROWSER_COOKIE)
+        browser = request.cookies.get(self.browser_cookie)
         new_browser = browser is None
         browser = browser or secrets.token_urlsafe(32)
         try:
@@ -96,7 +107,7 @@ class LoginFlow:
         action = f"{self.base_path}/login/{token}/start"
         response = self._respond(confirm_page(link.mxid, action, csrf, buttons))
         if new_browser:
-            self._set_cookie(response, BROWSER_COOKIE, browser, BROWSER_TTL_S)
+            self._set_cookie(response, self.browser_cookie, browser, BROWSER_TTL_S)
         log.info("web.login_page", mxid=link.mxid)
         return response
 
@@ -105,7 +116,7 @@ class LoginFlow:
     async def start(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
         form = await request.post()
-        browser = request.cookies.get(BROWSER_COOKIE)
+        browser = request.cookies.get(self.browser_cookie)
         if browser is None:
             return self._respond(self._start_over(
                 "Your browser did not send back our cookie. Allow cookies for this site and open "
@@ -140,32 +151,46 @@ class LoginFlow:
         response = web.Response(status=303, headers={"Location": url})
         cookie = self.flow_cookies.dumps(
             {"state": flow.state, "nonce": flow.nonce, "verifier": flow.verifier,
-             "provider": provider.id, "link": hash_token(token)},
+             "provider": provider.id, "link": hash_token(token), "browser": hash_token(browser)},
             FLOW_TTL_S,
         )  # fmt: skip
-        self._set_cookie(response, FLOW_COOKIE, cookie, FLOW_TTL_S)
+        self._set_cookie(response, self.flow_cookie, cookie, FLOW_TTL_S)
         log.info("web.flow_started", mxid=link.mxid, provider=provider.id)
         return response
 
     # -- GET /callback ------------------------------------------------------------------------
 
     async def callback(self, request: web.Request) -> web.Response:
-        response = self._respond(await self._finish(request))
-        response.del_cookie(FLOW_COOKIE, path="/")  # a flow is finished once, however it ended
+        page, ours = await self._finish(request)
+        response = self._respond(page)
+        if ours:  # this browser's flow is over, however it ended; a stranger's callback ends none
+            response.del_cookie(self.flow_cookie, path="/", secure=self.secure_cookies)
         return response
 
-    async def _finish(self, request: web.Request) -> Page:
-        flow = self.flow_cookies.loads(request.cookies.get(FLOW_COOKIE))
-        browser = request.cookies.get(BROWSER_COOKIE)
+    async def _finish(self, request: web.Request) -> tuple[Page, bool]:
+        """The page, and whether the callback belonged to this browser's flow."""
+        flow = self.flow_cookies.loads(request.cookies.get(self.flow_cookie))
+        browser = request.cookies.get(self.browser_cookie)
         if flow is None or browser is None:
             log.warning("web.callback_refused", reason="no valid flow cookie")
-            return self._start_over("It was started in another browser, or it took too long.")
+            return self._start_over(
+                "It was started in another browser, or it took too long."
+            ), False
         state = request.query.get("state", "")
         if not hmac.compare_digest(state.encode(), str(flow["state"]).encode()):
             log.warning("web.callback_refused", reason="state mismatch")
-            return self._start_over(
+            page = self._start_over(
                 "The answer from the sign-in provider does not match this browser."
             )
+            return page, False
+        if not hmac.compare_digest(str(flow.get("browser", "")), hash_token(browser)):
+            log.warning("web.callback_refused", reason="flow cookie of another browser")
+            return self._start_over(
+                "It was started in another browser, or it took too long."
+            ), False
+        return await self._complete(request, flow, browser), True
+
+    async def _complete(self, request: web.Request, flow: dict[str, str], browser: str) -> Page:
         provider = self.providers.get(flow["provider"])
         if provider is None:
             return self._start_over("That sign-in provider is no longer configured.")

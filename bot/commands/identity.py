@@ -44,8 +44,7 @@ async def login(ctx: CommandContext, args: Args) -> Reply:
         f"({', '.join(settings.providers.values())}):\n\n<{settings.url_for(token)}>\n\n"
         f"It works once, for {settings.link_ttl_minutes} minutes, only for you. Do not share it."
     )
-    if ctx.is_direct:
-        return Reply(link_text)
+    # The link goes only to a DM; where this is that DM, the notice is not needed.
     return Reply("I sent you your login link in a direct message.", direct_markdown=link_text)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from bot.community.audit import add_entry
 from bot.community.login_links import consume
@@ -105,6 +106,23 @@ class IdentityService:
     ) -> BindResult:
         """Use up the login link and bind the identity to its Matrix ID, in one transaction with
         the role change, the audit entry and the confirmation the bot will deliver."""
+        try:
+            return await self._bind(token_hash, browser_id, identity, roles)
+        except IntegrityError:
+            # Another callback bound the same identity at the same moment: say who has it.
+            async with self._db.transaction() as session:
+                owner = await session.scalar(
+                    select(Identity.mxid).where(
+                        Identity.issuer == identity.issuer, Identity.subject == identity.subject
+                    )
+                )
+            if owner is None:
+                raise
+            raise AlreadyLinkedElsewhere(owner) from None
+
+    async def _bind(
+        self, token_hash: str, browser_id: str, identity: VerifiedIdentity, roles: GroupRoles
+    ) -> BindResult:
         async with self._db.transaction() as session:
             link = await consume(session, token_hash, browser_id)
             mxid = link.mxid

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.database import Database
@@ -54,10 +54,25 @@ def _check(link: LoginLink | None, browser_id: str | None) -> LoginLink:
 
 
 async def consume(session: AsyncSession, token_hash: str, browser_id: str) -> LoginLink:
-    """Check and use up a link inside the caller's transaction (locked on PostgreSQL)."""
-    link = await session.get(LoginLink, token_hash, with_for_update=True)
-    link = _check(link, browser_id)
-    link.used_at = utcnow()
+    """Use up a link inside the caller's transaction. One conditional UPDATE does check and use
+    at once, so two concurrent callbacks cannot both succeed, on SQLite as on PostgreSQL."""
+    now = utcnow()
+    result = await session.execute(
+        update(LoginLink)
+        .where(
+            LoginLink.token_hash == token_hash,
+            LoginLink.used_at.is_(None),
+            LoginLink.expires_at > now,
+            LoginLink.browser_hash == hash_token(browser_id),
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    link = await session.get(LoginLink, token_hash, populate_existing=True)
+    if result.rowcount != 1:
+        _check(link, browser_id)  # raises the precise problem
+        raise LinkError(LinkProblem.OTHER_BROWSER)  # never started by a browser
+    assert link is not None
     return link
 
 

@@ -4,6 +4,7 @@ transaction; delivered by the bot promptly, and after a restart if it was down."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +22,12 @@ class PendingMessage:
     room_id: str | None
     body: str
     attempts: int
+    created_at: datetime
+
+    @property
+    def key(self) -> str:
+        """Unique to this message, also across a database that was recreated."""
+        return f"outbox-{self.id}-{int(self.created_at.timestamp() * 1000)}"
 
 
 def enqueue(
@@ -50,7 +57,10 @@ class Outbox:
                 .order_by(OutboxMessage.id)
                 .limit(limit)
             )
-            return [PendingMessage(r.id, r.recipient, r.room_id, r.body, r.attempts) for r in rows]
+            return [
+                PendingMessage(r.id, r.recipient, r.room_id, r.body, r.attempts, r.created_at)
+                for r in rows
+            ]
 
     async def mark_delivered(self, message_id: int) -> None:
         async with self._db.transaction() as session:

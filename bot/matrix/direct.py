@@ -1,11 +1,13 @@
-"""Direct-message rooms: recognising them, and finding or opening one to reach a user."""
+"""Direct-message rooms: recognising them, and finding or opening one to reach a user. A room is a
+DM with someone only if the bot recorded it as one (an is_direct invite, or a room it opened) or it
+is a private room holding just the two of them: a public room never is, whatever its size."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import structlog
-from nio import AsyncClient, RoomCreateResponse, RoomPreset
+from nio import AsyncClient, MatrixRoom, RoomCreateResponse, RoomPreset
 
 from bot.store.direct_rooms import DirectRooms
 
@@ -19,25 +21,37 @@ class DirectMessenger:
         self._encryption = encryption
         self._opened: set[str] = set()  # created here; the next sync has not shown them yet
 
-    def is_direct(self, room_id: str) -> bool:
-        """A room with only the bot and one other member (joined or invited) is a DM."""
+    @staticmethod
+    def _private_pair(room: MatrixRoom, mxid: str) -> bool:
+        return (
+            room.member_count <= 2
+            and (mxid in room.users or mxid in room.invited_users)
+            and room.join_rule not in ("public", "knock")
+            and room.history_visibility != "world_readable"
+        )
+
+    def is_direct(self, room_id: str, sender: str) -> bool:
         room = self._client.rooms.get(room_id)
-        return room is not None and room.member_count <= 2
+        return room is not None and self._private_pair(room, sender)
 
     async def remember(self, mxid: str, room_id: str) -> None:
         await self._rooms.put(mxid, room_id)
 
-    def _still_usable(self, room_id: str, mxid: str) -> bool:
+    def _usable(self, room_id: str, mxid: str) -> bool:
+        if room_id in self._opened:
+            return True
         room = self._client.rooms.get(room_id)
-        if room is None:
-            return False
-        return (mxid in room.users or mxid in room.invited_users) and room.member_count <= 2
+        return room is not None and self._private_pair(room, mxid)
 
-    async def room_for(self, mxid: str) -> str:
-        """The DM room with `mxid`, creating (and inviting them to) one when there is none."""
+    async def room_for(self, mxid: str, *, current: str | None = None) -> str:
+        """The DM room with `mxid`: the recorded one, else `current` when it is a private room of
+        the two of them, else a new one (they are invited)."""
         known = await self._rooms.get(mxid)
-        if known and (known in self._opened or self._still_usable(known, mxid)):
+        if known and self._usable(known, mxid):
             return known
+        if current is not None and self._usable(current, mxid):
+            await self._rooms.put(mxid, current)
+            return current
         initial_state: list[dict[str, Any]] = []
         if self._encryption:
             initial_state.append(

@@ -4,7 +4,9 @@ bot run as commands. Each event is claimed by id first, so nothing is answered t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -17,6 +19,7 @@ from nio import (
     RoomMessageText,
     SyncResponse,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.commands.executor import CommandExecutor, Message
 from bot.commands.reply import Reply
@@ -35,7 +38,8 @@ log = structlog.get_logger(__name__)
 def _thread_root(content: dict[str, Any]) -> str | None:
     relates = content.get("m.relates_to")
     if isinstance(relates, dict) and relates.get("rel_type") == "m.thread":
-        return relates.get("event_id")
+        root = relates.get("event_id")
+        return root if isinstance(root, str) else None
     return None
 
 
@@ -75,7 +79,8 @@ class Dispatcher:
     async def handle_sync(self, response: SyncResponse, *, backlog: bool) -> None:
         """`backlog` marks the first sync of a fresh start: its messages are history, not requests."""
         for room_id, info in response.rooms.invite.items():
-            await self._on_invite(room_id, info.invite_state)
+            async with self._isolated(room_id, None):
+                await self._on_invite(room_id, info.invite_state)
         if backlog:
             skipped = sum(len(i.timeline.events) for i in response.rooms.join.values())
             log.info("matrix.backlog_skipped", events=skipped)
@@ -84,10 +89,22 @@ class Dispatcher:
             for event in self._since_our_join(info.timeline.events):
                 if getattr(event, "sender", None) == self.bot_user_id:
                     continue
-                if isinstance(event, RoomMessageText):
-                    await self._on_text(room_id, event)
-                elif isinstance(event, RedactionEvent):
-                    await self._on_redaction(event)
+                async with self._isolated(room_id, getattr(event, "event_id", None)):
+                    if isinstance(event, RoomMessageText):
+                        await self._on_text(room_id, event)
+                    elif isinstance(event, RedactionEvent):
+                        await self._on_redaction(event)
+
+    @contextlib.asynccontextmanager
+    async def _isolated(self, room_id: str, event_id: str | None) -> AsyncIterator[None]:
+        """One odd event (malformed content, a bug) must not hold up the others. A database
+        error still fails the batch, which then comes again."""
+        try:
+            yield
+        except SQLAlchemyError:
+            raise
+        except Exception:
+            log.exception("matrix.event_failed", room_id=room_id, event_id=event_id)
 
     def _since_our_join(self, events: list[Any]) -> list[Any]:
         """A room the bot has just joined arrives with its recent history: that is not for us."""
@@ -152,8 +169,10 @@ class Dispatcher:
     async def _on_edit(self, content: dict[str, Any]) -> None:
         if self._relay is None:
             return
-        target = content.get("m.relates_to", {}).get("event_id")
-        new_body = content.get("m.new_content", {}).get("body")
+        relates, new = content.get("m.relates_to"), content.get("m.new_content")
+        if not isinstance(relates, dict) or not isinstance(new, dict):
+            return
+        target, new_body = relates.get("event_id"), new.get("body")
         if isinstance(target, str) and isinstance(new_body, str):
             await self._relay.chat.edit_event(target, new_body)
 
@@ -162,7 +181,7 @@ class Dispatcher:
         if _is_edit(content):
             await self._on_edit(content)
             return
-        is_direct = self._direct.is_direct(room_id)
+        is_direct = self._direct.is_direct(room_id, event.sender)
         thread_root = None if is_direct else _thread_root(content)
         trigger = find_trigger(
             content,
@@ -254,13 +273,26 @@ class Dispatcher:
         )
 
     async def deliver(self, reply: Reply, message: Message, thread_root: str | None) -> None:
-        content = message_content(
-            reply.markdown,
-            mentions=reply.mentions,
-            reply_to=message.event_id,
-            thread_root=thread_root,
-        )
-        await self._sender.send(message.room_id, content)
+        def in_place(markdown: str) -> dict[str, Any]:
+            return message_content(
+                markdown,
+                mentions=reply.mentions,
+                reply_to=message.event_id,
+                thread_root=thread_root,
+            )
+
         if reply.direct_markdown is not None:
-            dm_room = await self._direct.room_for(message.sender)
+            # Private answers (login links) only ever go to a DM, and go there first.
+            try:
+                dm_room = await self._direct.room_for(message.sender, current=message.room_id)
+            except Exception:
+                log.exception("matrix.dm_failed", user_id=message.sender)
+                await self._sender.send(message.room_id, in_place(
+                    "⚠️ I could not open a direct chat with you. Start one with me and try again."
+                ))  # fmt: skip
+                return
+            if dm_room == message.room_id:
+                await self._sender.send(dm_room, in_place(reply.direct_markdown))
+                return
             await self._sender.send(dm_room, message_content(reply.direct_markdown))
+        await self._sender.send(message.room_id, in_place(reply.markdown))

@@ -36,11 +36,17 @@ class Sender:
         self.rate_limited_count = 0  # how often the homeserver told us to slow down
 
     async def send(
-        self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message"
+        self,
+        room_id: str,
+        content: dict[str, Any],
+        event_type: str = "m.room.message",
+        *,
+        txn_id: str | None = None,
     ) -> str:
-        """Send and return the event id, in the order calls were made for this room."""
+        """Send and return the event id, in the order calls were made for this room. A stable
+        `txn_id` makes a resend of the same message (after a crash) a no-op at the homeserver."""
         async with self._locks[room_id]:
-            return await self._send_with_retry(room_id, event_type, content)
+            return await self._send_with_retry(room_id, event_type, content, txn_id)
 
     async def edit(self, room_id: str, event_id: str, new_content: dict[str, Any]) -> str:
         return await self.send(room_id, edit_content(event_id, new_content))
@@ -52,11 +58,13 @@ class Sender:
         except CONNECT_ERRORS as problem:
             log.debug("matrix.typing_failed", room_id=room_id, error=str(problem))
 
-    async def _send_with_retry(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
+    async def _send_with_retry(
+        self, room_id: str, event_type: str, content: dict[str, Any], txn_id: str | None
+    ) -> str:
         deadline = time.monotonic() + self._rate_limit_budget_s
         network_failures = 0
         # One transaction id for every attempt: the homeserver de-duplicates a retried send.
-        txn_id = f"cb{time.time_ns()}"
+        txn_id = txn_id or f"cb{time.time_ns()}"
         while True:
             try:
                 response = await self._client.room_send(

@@ -18,6 +18,7 @@ log = structlog.get_logger(__name__)
 
 LONG_POLL_MS = 30_000
 MAX_BACKOFF_S = 60.0
+FIRST_SYNC_TIMEOUT_S = 300.0
 # On a fresh start only the state matters; one event per room keeps the first sync small.
 FRESH_START_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 1}}}
 
@@ -46,11 +47,15 @@ class SyncLoop:
         failures = 0
         while True:
             try:
-                response = await self._client.sync(
-                    timeout=0 if first else self._long_poll_ms,
-                    since=token,
-                    full_state=first or None,
-                    sync_filter=FRESH_START_FILTER if fresh else None,
+                response = await asyncio.wait_for(
+                    self._client.sync(
+                        timeout=0 if first else self._long_poll_ms,
+                        since=token,
+                        full_state=first or None,
+                        sync_filter=FRESH_START_FILTER if fresh else None,
+                    ),
+                    # nio sets no client timeout on a full-state sync: never wait forever.
+                    timeout=FIRST_SYNC_TIMEOUT_S if first else self._long_poll_ms / 1000 + 30,
                 )
             except CONNECT_ERRORS as problem:
                 response = None

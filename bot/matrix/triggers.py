@@ -16,8 +16,10 @@ class Trigger:
 
 def _mentions_bot(content: dict[str, Any], bot_user_id: str) -> bool:
     mentions = content.get("m.mentions")
-    if isinstance(mentions, dict) and bot_user_id in (mentions.get("user_ids") or []):
-        return True
+    if isinstance(mentions, dict):
+        user_ids = mentions.get("user_ids")
+        if isinstance(user_ids, list) and bot_user_id in user_ids:
+            return True
     formatted = content.get("formatted_body")
     return isinstance(formatted, str) and f"matrix.to/#/{bot_user_id}" in formatted
 

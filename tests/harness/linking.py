@@ -11,7 +11,9 @@ from bot.store.database import Database
 
 
 async def link(db: Database, mxid: str, *, groups: tuple[str, ...] = ()) -> None:
-    token = await LoginLinks(db, timedelta(minutes=10)).issue(mxid)
+    links = LoginLinks(db, timedelta(minutes=10))
+    token = await links.issue(mxid)
+    await links.start(token, "test-browser")
     identity = VerifiedIdentity(
         provider_id="test", provider_name="Test SSO", issuer="https://sso.test",
         subject=f"sub-{mxid}", username=mxid[1:].split(":")[0], groups=groups,

@@ -41,13 +41,14 @@ async def running_web(
     providers: list[dict[str, Any]],
     *,
     admins: list[str] = (),  # type: ignore[assignment]
+    public_url: str | None = None,
 ) -> AsyncIterator[WebUnderTest]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     path = write_config(tmp_path / "web.toml", {
         "matrix": {"homeserver": "http://127.0.0.1:9", "user_id": "@bot:test", "password": "x"},
         "data": {"dir": str(tmp_path / "data")},
-        "web": {"listen": f"127.0.0.1:{port}", "public_url": base},
+        "web": {"listen": f"127.0.0.1:{port}", "public_url": public_url or base},
         "roles": {"admins": list(admins)},
         "sso": {"providers": providers},
     })  # fmt: skip

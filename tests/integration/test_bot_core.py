@@ -191,3 +191,28 @@ async def wait_for_invite_and_join(user: TestUser, inviter: str, timeout: float 
                 return await user.join(room_id)
         await asyncio.sleep(0.1)
     raise TimeoutError(f"{user.user_id} got no invite from {inviter} within {timeout} s")
+
+
+async def test_a_malformed_message_does_not_stall_the_bot(synapse, tmp_path):
+    async with running_bot(synapse, tmp_path) as bot:
+        async with await TestUser.login(synapse.base_url, synapse.fresh_account("mal")) as mal:
+            room = await dm_with(mal, bot.user_id)
+            # Synapse refuses some malformed shapes (m.mentions.user_ids must be a list) but
+            # passes these on; federated events can carry anything.
+            await mal.send_text(room, "!ping", formatted_body=12)  # type: ignore[arg-type]
+            await mal.send_text(
+                room, "* x",
+                extra_content={
+                    "m.relates_to": {"rel_type": "m.replace", "event_id": 5},
+                    "m.new_content": "x",
+                },
+            )  # fmt: skip
+            await mal.send_text(
+                room,
+                "in a thread?",
+                extra_content={"m.relates_to": {"rel_type": "m.thread", "event_id": []}},
+            )
+            ping = await mal.send_text(room, "!ping")
+            reply = await mal.wait_for_event(room, lambda e: in_reply_to(e) == ping, timeout=15)
+            assert reply["content"]["body"].startswith("Pong!")
+            assert not bot.task.done()

@@ -45,6 +45,13 @@ async def db(request, tmp_path):
     await database.close()
 
 
+async def started(links: LoginLinks, mxid: str, browser: str = "b") -> str:
+    """A link as the web app leaves it after the browser started the flow: its hash."""
+    token = await links.issue(mxid)
+    await links.start(token, browser)
+    return hash_token(token)
+
+
 async def count(db: Database, model) -> int:
     async with db.transaction() as session:
         return await session.scalar(select(func.count()).select_from(model))
@@ -111,9 +118,9 @@ async def test_bind_sets_role_from_groups_audits_and_queues_the_confirmation(db)
 
 async def test_identity_already_linked_elsewhere_is_refused_and_nothing_changes(db):
     links, identity = LoginLinks(db, timedelta(minutes=10)), IdentityService(db, [])
-    t1 = await links.issue("@alice:x")
-    await identity.bind(hash_token(t1), "b", idp(), ROLES)
+    await identity.bind(await started(links, "@alice:x"), "b", idp(), ROLES)
     t2 = await links.issue("@mallory:x")
+    await links.start(t2, "b")
     with pytest.raises(AlreadyLinkedElsewhere) as taken:
         await identity.bind(hash_token(t2), "b", idp(), ROLES)
     assert taken.value.other_mxid == "@alice:x"
@@ -124,18 +131,14 @@ async def test_identity_already_linked_elsewhere_is_refused_and_nothing_changes(
 
 async def test_relinking_replaces_the_same_providers_old_account_and_unlink_resets_role(db):
     links, identity = LoginLinks(db, timedelta(minutes=10)), IdentityService(db, ["@root:x"])
-    await identity.bind(
-        hash_token(await links.issue("@alice:x")), "b", idp(groups=("admins",)), ROLES
-    )
+    await identity.bind(await started(links, "@alice:x"), "b", idp(groups=("admins",)), ROLES)
     result = await identity.bind(
-        hash_token(await links.issue("@alice:x")), "b", idp(sub="alice-2", username="alice2"), ROLES
+        await started(links, "@alice:x"), "b", idp(sub="alice-2", username="alice2"), ROLES
     )
     assert result.replaced_subject == "alice-sub" and result.role is Role.USER
     assert [b.subject for b in await identity.bindings_of("@alice:x")] == ["alice-2"]
 
-    await identity.bind(
-        hash_token(await links.issue("@root:x")), "b", idp(sub="root", groups=()), ROLES
-    )
+    await identity.bind(await started(links, "@root:x"), "b", idp(sub="root", groups=()), ROLES)
     assert await UserService(db, ["@root:x"]).role_of("@root:x") is Role.ADMIN  # bootstrap stays
 
     removed = await identity.unlink("@alice:x", actor="@alice:x")
@@ -149,3 +152,43 @@ def test_group_roles():
     assert ROLES.role_for(["mods", "admins"]) is Role.ADMIN
     assert ROLES.role_for(["mods"]) is Role.MODERATOR
     assert ROLES.role_for([]) is Role.USER
+
+
+async def test_a_link_is_used_once_even_by_concurrent_callbacks(db):
+    import asyncio
+
+    links, identity = LoginLinks(db, timedelta(minutes=10)), IdentityService(db, [])
+    link_hash = await started(links, "@alice:x")
+    results = await asyncio.gather(
+        *(identity.bind(link_hash, "b", idp(), ROLES) for _ in range(5)), return_exceptions=True
+    )
+    assert sum(not isinstance(r, Exception) for r in results) == 1
+    assert all(
+        isinstance(r, LinkError) and r.problem is LinkProblem.USED
+        for r in results
+        if isinstance(r, Exception)
+    )
+    assert await count(db, Identity) == 1
+
+
+async def test_concurrent_binds_of_one_identity_to_two_mxids_give_one_clear_refusal(db):
+    import asyncio
+
+    links, identity = LoginLinks(db, timedelta(minutes=10)), IdentityService(db, [])
+    first, second = await started(links, "@alice:x"), await started(links, "@mallory:x")
+    results = await asyncio.gather(
+        identity.bind(first, "b", idp(), ROLES), identity.bind(second, "b", idp(), ROLES),
+        return_exceptions=True,
+    )  # fmt: skip
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(refused) == 1 and isinstance(refused[0], AlreadyLinkedElsewhere)
+    assert await count(db, Identity) == 1
+
+
+async def test_a_link_never_started_by_a_browser_cannot_be_consumed(db):
+    links, identity = LoginLinks(db, timedelta(minutes=10)), IdentityService(db, [])
+    token = await links.issue("@alice:x")
+    with pytest.raises(LinkError) as refused:
+        await identity.bind(hash_token(token), "b", idp(), ROLES)
+    assert refused.value.problem is LinkProblem.OTHER_BROWSER
+    assert await count(db, Identity) == 0

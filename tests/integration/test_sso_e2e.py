@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from nio import RoomPreset
 
 from tests.harness.bot import running_bot
 from tests.harness.matrix_user import TestUser
@@ -159,3 +160,26 @@ async def test_login_without_providers_says_so(synapse, tmp_path):
                 reply["content"]["body"]
                 == "⚠️ Single sign-on is not set up on this bot yet; ask the operators."
             )
+
+
+async def test_login_in_a_public_room_of_two_still_goes_by_private_dm(
+    synapse, oidc_provider, tmp_path
+):
+    async with running_bot(synapse, tmp_path, **sso_options(oidc_provider, "e2e-public")) as bot:
+        async with await TestUser.login(synapse.base_url, synapse.fresh_account("gil")) as gil:
+            room = await gil.create_room(invite=[bot.user_id], name="open", preset=RoomPreset.public_chat)
+            await gil.wait_for_membership(room, bot.user_id, "join", timeout=15)
+            answer = await gil.ask(room, "!login", sender=bot.user_id)
+            assert answer["content"]["body"] == "I sent you your login link in a direct message."
+            assert not any(
+                LINK.search(e["content"].get("body", ""))
+                for e in gil.events(room)
+                if "content" in e
+            )
+            dm = await wait_for_invite_and_join(gil, bot.user_id)
+            assert dm != room
+            link_message = await gil.wait_for_message(dm, sender=bot.user_id, timeout=15)
+            assert LINK.search(link_message["content"]["body"])
+            # In that DM, the link comes straight back without the notice.
+            again = await gil.ask(dm, "!login", sender=bot.user_id)
+            assert LINK.search(again["content"]["body"])

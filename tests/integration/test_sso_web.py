@@ -272,6 +272,9 @@ async def test_every_page_has_security_headers_and_errors_leak_nothing(hostile_w
         assert headers["cache-control"] == "no-store"
         assert "default-src 'none'" in headers["content-security-policy"]
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        # form-action would block the sign-in redirect in Chromium for providers whose login
+        # pages live on other origins (Cognito, Keycloak brokering): it must not be there.
+        assert "form-action" not in headers["content-security-policy"]
         assert "Traceback" not in response.text
     health = await browser.get(f"{web.base_url}/healthz")
     assert health.json() == {"status": "ok"}
@@ -279,3 +282,41 @@ async def test_every_page_has_security_headers_and_errors_leak_nothing(hostile_w
     assert (
         cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite") == "Lax"
     )
+
+
+async def test_https_deployments_get_host_prefixed_secure_cookies(hostile, tmp_path):
+    from tests.harness.sso_web import running_web as serve_web
+
+    providers = [{
+        "id": "hostile", "issuer": hostile.issuer,
+        "client_id": hostile.client_id, "client_secret": hostile.client_secret,
+    }]  # fmt: skip
+    async with serve_web(tmp_path, providers, public_url="https://bot.example.org") as web:
+        token = await web.links.issue(ALICE)
+        import httpx
+
+        async with httpx.AsyncClient() as http:
+            page = await http.get(f"{web.base_url}/login/{token}")
+        set_cookie = page.headers["set-cookie"]
+        assert set_cookie.startswith("__Host-cb_browser=")
+        assert "Secure" in set_cookie and "HttpOnly" in set_cookie and "Path=/" in set_cookie
+        assert "Domain" not in set_cookie and "SameSite=Lax" in set_cookie
+
+
+async def test_a_strangers_callback_does_not_cancel_a_flow(hostile, hostile_web, browser):
+    web = hostile_web
+    token = await web.links.issue(ALICE)
+    started = await browser.start(web, token, "hostile")
+    # A page elsewhere sends this browser to the callback with a made-up state.
+    forged = await browser.get(f"{web.base_url}/callback?state=forged&code=x")
+    assert forged.status_code == 400 and "set-cookie" not in forged.headers
+    at_provider = await browser.get(started.headers["location"])
+    done = await browser.get(at_provider.headers["location"])
+    assert done.status_code == 200 and "You are linked" in done.text
+
+
+async def test_an_authorized_party_other_than_us_is_refused(hostile, hostile_web, browser):
+    hostile.extra_claims = {"azp": "some-other-client"}
+    token = await hostile_web.links.issue(ALICE)
+    page = await browser.get(await browser.through_hostile_provider(hostile_web, token, "hostile"))
+    assert page.status_code == 400 and await bound(hostile_web) == 0

@@ -1,4 +1,5 @@
 import asyncio
+import itertools
 
 from bot.community.context_window import StoredMessage, rows_to_read, select_recent
 from bot.community.tokens import MESSAGE_OVERHEAD, estimate_tokens, message_tokens
@@ -81,7 +82,7 @@ async def test_edits_ramp_up_from_half_a_second_to_three(monkeypatch):
         await asyncio.sleep(0.01)
     await pacer.finish()
     times = [t for t, _ in sender.edits]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert 4 <= len(sender.edits) <= 10, len(sender.edits)  # not one edit per token
     assert gaps[0] < gaps[-1] and max(gaps) < 0.4
     assert all(body.endswith(" …") for _, body in sender.edits)
