@@ -43,6 +43,7 @@ from web_callback.app import create_app, serve
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
+RESUME_WINDOW = timedelta(hours=1)  # older unfinished work is left alone: the moment has passed
 HANDLED_EVENTS_KEPT = timedelta(days=30)
 
 
@@ -85,8 +86,15 @@ def build_chat(
 
 
 class BotApp:
-    def __init__(self, config: Config, *, long_poll_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        long_poll_ms: int | None = None,
+        shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+    ) -> None:
         self.config = config
+        self._shutdown_grace_s = shutdown_grace_s
         self.db = Database(config.database.url)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -225,6 +233,8 @@ class BotApp:
             tasks.append(asyncio.create_task(self.courier.run(), name="outbox"))
             self.ready.set()
             log.info("bot.ready", user_id=client.user_id, device_id=client.device_id)
+            # Work a previous run claimed but was stopped before finishing.
+            await dispatcher.resume_unfinished(utcnow() - RESUME_WINDOW)
             await self._until_stopped(None, tasks)
         finally:
             for task in tasks:
@@ -232,7 +242,7 @@ class BotApp:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await dispatcher.drain(SHUTDOWN_GRACE_S)
+            await dispatcher.drain(self._shutdown_grace_s)
 
     async def _until_stopped(
         self, awaited: asyncio.Task[Any] | None, watched: Sequence[asyncio.Task[Any]] = ()

@@ -4,9 +4,11 @@ bot run as commands. Each event is claimed by id first, so nothing is answered t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -14,6 +16,7 @@ from nio import (
     AsyncClient,
     InviteMemberEvent,
     JoinError,
+    MegolmEvent,
     RedactionEvent,
     RoomMemberEvent,
     RoomMessageText,
@@ -70,6 +73,8 @@ class Dispatcher:
         self._invites = invites
         self._prefix = prefix
         self._tasks: set[asyncio.Task[None]] = set()
+        self._room_queues: dict[str, collections.deque[Coroutine[Any, Any, None]]] = {}
+        self._room_workers: set[str] = set()
         self.display_name: str | None = None
 
     @property
@@ -217,14 +222,66 @@ class Dispatcher:
             origin_server_ts=event.server_timestamp,
             thread_root=thread_root,
         )
-        work = (
-            self._run_command(command, message)
-            if command is not None
-            else self._run_chat(chat or "", message)
-        )
+        if command is not None:
+            # Commands of one room run one after another, so replies come in command order.
+            self._queue_in_room(
+                room_id, self._finishing(message, self._run_command(command, message))
+            )
+        else:
+            # Chat turns take long; they run beside the commands (ordered per conversation).
+            self._spawn(self._finishing(message, self._run_chat(chat or "", message)))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _queue_in_room(self, room_id: str, work: Coroutine[Any, Any, None]) -> None:
+        queue = self._room_queues.setdefault(room_id, collections.deque())
+        queue.append(work)
+        if room_id not in self._room_workers:
+            self._room_workers.add(room_id)
+            self._spawn(self._work_through(room_id))
+
+    async def _work_through(self, room_id: str) -> None:
+        queue = self._room_queues[room_id]
+        try:
+            while queue:
+                await queue.popleft()
+        finally:
+            self._room_workers.discard(room_id)
+            for leftover in queue:  # cancelled at shutdown: their claims stay unfinished
+                leftover.close()
+            self._room_queues.pop(room_id, None)
+
+    async def _finishing(self, message: Message, work: Coroutine[Any, Any, None]) -> None:
+        """Run the handler; record the event as finished unless shutdown cut it off."""
+        await work
+        try:
+            await self._ledger.finish(message.event_id)
+        except SQLAlchemyError:
+            log.warning("matrix.finish_not_recorded", event_id=message.event_id)
+
+    async def resume_unfinished(self, since: datetime) -> int:
+        """After a restart: take up commands and questions whose handling was cut off."""
+        resumed = 0
+        for room_id, event_id in await self._ledger.unfinished(since):
+            bound = log.bind(room_id=room_id, event_id=event_id)
+            try:
+                response = await self._client.room_get_event(room_id, event_id)
+                event = getattr(response, "event", None)
+                if isinstance(event, MegolmEvent):
+                    event = self._client.decrypt_event(event)
+                if isinstance(event, RoomMessageText):
+                    await self._on_text(room_id, event, resumed=True)
+                    resumed += 1
+                    bound.info("matrix.resumed")
+                    continue
+                bound.warning("matrix.resume_skipped", reason=type(response).__name__)
+            except Exception as problem:
+                bound.warning("matrix.resume_failed", error=str(problem))
+            await self._ledger.finish(event_id)
+        return resumed
 
     async def _run_chat(self, text: str, message: Message) -> None:
         assert self._relay is not None
@@ -257,7 +314,8 @@ class Dispatcher:
                 "Something went wrong while running that command. It has been logged."
             )
         if reply.chat_prompt is not None and self._relay is not None:
-            await self._run_chat(reply.chat_prompt, message)
+            # The answer streams for a while: let the room's next command go meanwhile.
+            self._spawn(self._run_chat(reply.chat_prompt, message))
             log.info("command.handled", command=name, sender=message.sender)
             return
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select, update
 
 from bot.store.database import Database
 from bot.store.models import HandledEvent, SyncState, utcnow
@@ -34,6 +34,24 @@ class EventLedger:
             return await insert_ignore(
                 session, HandledEvent, event_id=event_id, room_id=room_id, handled_at=utcnow()
             )
+
+    async def finish(self, event_id: str) -> None:
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(HandledEvent)
+                .where(HandledEvent.event_id == event_id)
+                .values(finished_at=utcnow())
+            )
+
+    async def unfinished(self, since: datetime) -> list[tuple[str, str]]:
+        """(room id, event id) of claims since `since` whose handling never finished."""
+        async with self._db.transaction() as session:
+            rows = await session.execute(
+                select(HandledEvent.room_id, HandledEvent.event_id)
+                .where(HandledEvent.finished_at.is_(None), HandledEvent.handled_at >= since)
+                .order_by(HandledEvent.handled_at)
+            )
+            return [(room_id, event_id) for room_id, event_id in rows]
 
     async def forget_before(self, cutoff: datetime) -> None:
         async with self._db.transaction() as session:

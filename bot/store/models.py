@@ -82,6 +82,8 @@ class HandledEvent(Base):
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     room_id: Mapped[str] = mapped_column(String(255))
     handled_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # Set when the handler is done; a claim without it after a restart is work to take up again.
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class AuditEntry(Base):

@@ -79,10 +79,12 @@ async def test_unknown_command_bad_arguments_and_mentions(synapse, tmp_path):
             pong = await bob.wait_for_message(room, sender=bot.user_id, after_event_id=event_id)
             assert pong["content"]["body"].startswith("Pong!")
 
-            # Ordinary chatter is ignored: the next bot message answers the !ping after it.
-            chatter = await bob.send_text(room, "just talking")
-            ping = await bob.send_text(room, "!ping")
-            reply = await bob.wait_for_message(room, sender=bot.user_id, after_event_id=chatter)
+            # In a group room ordinary chatter is ignored: the bot's next message answers the !ping.
+            group = await bob.create_room(invite=[bot.user_id, synapse.fresh_account("x").user_id])
+            await bob.wait_for_membership(group, bot.user_id, "join", timeout=15)
+            chatter = await bob.send_text(group, "just talking")
+            ping = await bob.send_text(group, "!ping")
+            reply = await bob.wait_for_message(group, sender=bot.user_id, after_event_id=chatter)
             assert in_reply_to(reply) == ping
 
 
