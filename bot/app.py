@@ -180,6 +180,7 @@ class BotApp:
 
     async def _run_with_client(self, client: Any) -> None:
         cfg = self.config
+        started = utcnow()  # claims from before this moment belong to a previous run
         login = asyncio.create_task(self._log_in(client))
         if not await self._until_stopped(login):
             return
@@ -234,7 +235,7 @@ class BotApp:
             self.ready.set()
             log.info("bot.ready", user_id=client.user_id, device_id=client.device_id)
             # Work a previous run claimed but was stopped before finishing.
-            await dispatcher.resume_unfinished(utcnow() - RESUME_WINDOW)
+            await dispatcher.resume_unfinished(started - RESUME_WINDOW, before=started)
             await self._until_stopped(None, tasks)
         finally:
             for task in tasks:

@@ -181,13 +181,15 @@ class Dispatcher:
         if isinstance(target, str) and isinstance(new_body, str):
             await self._relay.chat.edit_event(target, new_body)
 
-    async def _on_text(self, room_id: str, event: RoomMessageText) -> None:
+    async def _on_text(
+        self, room_id: str, event: RoomMessageText, *, resumed: bool = False
+    ) -> None:
         content = event.source.get("content", {})
         if _is_edit(content):
             await self._on_edit(content)
             return
         is_direct = self._direct.is_direct(room_id, event.sender)
-        thread_root = None if is_direct else _thread_root(content)
+        thread_root = _thread_root(content)  # replies go to the thread they were asked in
         trigger = find_trigger(
             content,
             prefix=self._prefix,
@@ -211,7 +213,7 @@ class Dispatcher:
                 chat = event.body
         if command is None and chat is None:
             return
-        if not await self._ledger.claim(event.event_id, room_id):
+        if not resumed and not await self._ledger.claim(event.event_id, room_id):
             log.info("matrix.duplicate_skipped", room_id=room_id, event_id=event.event_id)
             return
         message = Message(
@@ -262,10 +264,11 @@ class Dispatcher:
         except SQLAlchemyError:
             log.warning("matrix.finish_not_recorded", event_id=message.event_id)
 
-    async def resume_unfinished(self, since: datetime) -> int:
-        """After a restart: take up commands and questions whose handling was cut off."""
+    async def resume_unfinished(self, since: datetime, before: datetime) -> int:
+        """After a restart: take up commands and questions a previous run claimed between
+        `since` and `before` (this run's start) but never finished."""
         resumed = 0
-        for room_id, event_id in await self._ledger.unfinished(since):
+        for room_id, event_id in await self._ledger.unfinished(since, before):
             bound = log.bind(room_id=room_id, event_id=event_id)
             try:
                 response = await self._client.room_get_event(room_id, event_id)

@@ -43,12 +43,17 @@ class EventLedger:
                 .values(finished_at=utcnow())
             )
 
-    async def unfinished(self, since: datetime) -> list[tuple[str, str]]:
-        """(room id, event id) of claims since `since` whose handling never finished."""
+    async def unfinished(self, since: datetime, before: datetime) -> list[tuple[str, str]]:
+        """(room id, event id) of claims made between `since` and `before` (when this run
+        began: its own claims are still being worked on) whose handling never finished."""
         async with self._db.transaction() as session:
             rows = await session.execute(
                 select(HandledEvent.room_id, HandledEvent.event_id)
-                .where(HandledEvent.finished_at.is_(None), HandledEvent.handled_at >= since)
+                .where(
+                    HandledEvent.finished_at.is_(None),
+                    HandledEvent.handled_at >= since,
+                    HandledEvent.handled_at < before,
+                )
                 .order_by(HandledEvent.handled_at)
             )
             return [(room_id, event_id) for room_id, event_id in rows]

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import delete
+
 from bot.community.identity import GroupRoles, IdentityService, VerifiedIdentity
 from bot.community.login_links import LoginLinks, hash_token
 from bot.store.database import Database
+from bot.store.models import OutboxMessage
 
 
 async def link(db: Database, mxid: str, *, groups: tuple[str, ...] = ()) -> None:
@@ -19,6 +22,9 @@ async def link(db: Database, mxid: str, *, groups: tuple[str, ...] = ()) -> None
         subject=f"sub-{mxid}", username=mxid[1:].split(":")[0], groups=groups,
     )  # fmt: skip
     await IdentityService(db, []).bind(hash_token(token), "test-browser", identity, GroupRoles())
+    # Setup, not the login flow: no "you are now linked" message for the bot to deliver.
+    async with db.transaction() as session:
+        await session.execute(delete(OutboxMessage).where(OutboxMessage.recipient == mxid))
 
 
 async def link_url(url: str, mxid: str, **kw) -> None:  # type: ignore[no-untyped-def]

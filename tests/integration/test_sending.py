@@ -24,7 +24,17 @@ async def test_command_in_a_thread_is_answered_in_that_thread(synapse, tmp_path)
                 room, "!ping",
                 extra_content={"m.relates_to": {"rel_type": "m.thread", "event_id": root}},
             )  # fmt: skip
-            reply = await jo.wait_for_message(room, sender=bot.user_id, after_event_id=ping)
+            reply = await jo.wait_for_event(
+                room,
+                lambda e: (
+                    e["sender"] == bot.user_id
+                    and e["content"]
+                    .get("m.relates_to", {})
+                    .get("m.in_reply_to", {})
+                    .get("event_id")
+                    == ping
+                ),
+            )
             assert reply["content"]["m.relates_to"] == {
                 "rel_type": "m.thread",
                 "event_id": root,

@@ -167,7 +167,9 @@ async def test_login_in_a_public_room_of_two_still_goes_by_private_dm(
 ):
     async with running_bot(synapse, tmp_path, **sso_options(oidc_provider, "e2e-public")) as bot:
         async with await TestUser.login(synapse.base_url, synapse.fresh_account("gil")) as gil:
-            room = await gil.create_room(invite=[bot.user_id], name="open", preset=RoomPreset.public_chat)
+            room = await gil.create_room(
+                invite=[bot.user_id], name="open", preset=RoomPreset.public_chat
+            )
             await gil.wait_for_membership(room, bot.user_id, "join", timeout=15)
             answer = await gil.ask(room, "!login", sender=bot.user_id)
             assert answer["content"]["body"] == "I sent you your login link in a direct message."
