@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import signal
 import sys
@@ -19,6 +20,7 @@ from bot.app import BotApp  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.logging import configure_logging  # noqa: E402
 from tests.harness.bot import write_config  # noqa: E402
+from tests.harness.llm_stub import LlmStub, message_text  # noqa: E402
 from tests.harness.oidc import OidcProvider  # noqa: E402
 from tests.harness.synapse import SynapseServer, free_port  # noqa: E402
 
@@ -47,6 +49,14 @@ def _accounts(synapse: SynapseServer) -> dict[str, dict[str, str]]:
     path.write_text(json.dumps(accounts, indent=2))
     path.chmod(0o600)
     return accounts
+
+
+def _stub_reply(request: dict) -> str:  # type: ignore[type-arg]
+    said = message_text(request["messages"][-1].get("content")) if request.get("messages") else ""
+    return (
+        f"You said: *{said}*\n\n(This is the demo's stand-in model, which only echoes. "
+        "Set `OPENAI_API_KEY` before `make demo` to talk to a real one.)"
+    )
 
 
 def _port(workdir: Path, preferred: int) -> int:
@@ -93,6 +103,11 @@ async def main() -> int:
     )
     await asyncio.to_thread(synapse.start)
     await asyncio.to_thread(oidc.start)
+    real_llm = bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("CB_GPT_API_KEY"))
+    stub = None
+    if not real_llm:
+        stub = LlmStub(port=8010 if _port_free(8010) else None, reply=_stub_reply)
+        await stub.start()
     try:
         accounts = _accounts(synapse)
         demo, bot = accounts["demo"], accounts["bot"]
@@ -124,10 +139,22 @@ async def main() -> int:
                     ]
                 },
                 "logging": {"level": "info", "format": "console"},
+                # With a real key (OPENAI_API_KEY / CB_GPT_API_KEY) the defaults reach OpenAI.
+                **(
+                    {"gpt": {"base_url": stub.base_url, "api_key": "demo", "model": "stub-model"}}
+                    if stub
+                    else {}
+                ),
             },
         )
         async with httpx.AsyncClient() as http:
             (await http.get(f"{synapse.base_url}/health")).raise_for_status()
+        gpt_line = (
+            f"a stand-in model at {stub.base_url} (set OPENAI_API_KEY for a real one); "
+            "link your account with !login first, then just talk in the DM"
+            if stub
+            else "your endpoint and key from the environment; !login first, then just talk"
+        )
         print(
             "\nThe demo is running. Log in with any Matrix client (Element desktop, nheko, …):\n"
             f"  homeserver: {synapse.base_url}\n"
@@ -137,6 +164,7 @@ async def main() -> int:
             f"Start a direct chat with the bot and send !help, !ping or !login.\n"
             f"  sso: {oidc.issuer} takes any username and password at its login page;\n"
             f"       demo-admin is in group admins, demo-mod in moderators, others are members.\n"
+            f"  gpt: {gpt_line}\n"
             f"Ctrl-C stops everything.\n"
             f"(config: {config_path}, state: {DEMO})\n",
             flush=True,
@@ -149,6 +177,8 @@ async def main() -> int:
             loop.add_signal_handler(sig, app.stop)
         await app.run()
     finally:
+        if stub is not None:
+            await stub.stop()
         await asyncio.to_thread(oidc.stop)
         await asyncio.to_thread(synapse.stop)
         print("demo stopped", flush=True)
