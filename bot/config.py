@@ -529,6 +529,92 @@ class GptSettings(Section):
         return value
 
 
+class WelcomeSettings(Section):
+    """``[welcome]``: greeting newcomers in community rooms."""
+
+    # Room ids or aliases; empty: welcome nowhere.
+    rooms: tuple[str, ...] = ()
+    # Placeholders: {name} (display name), {mention} (a pill), {room} (room name), {login_hint}.
+    message: str = "Welcome {mention} to {room}! {login_hint}"
+    dm_unlinked: bool = True
+    batch_window: str = "10s"
+    # A reminder DM to newcomers still unlinked after this long ("0s": never).
+    reminder_after: str = "24h"
+
+    @field_validator("rooms")
+    @classmethod
+    def _rooms(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in values if not _ROOM_RE.match(v)]
+        if bad:
+            raise ValueError(
+                f"expected room ids (!abc:example.org) or aliases (#room:example.org), got {_show(bad[0])}"
+            )
+        return values
+
+    @field_validator("batch_window", "reminder_after")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if value.strip() != "0s":
+            parse_duration(value)
+        return value
+
+    @field_validator("message")
+    @classmethod
+    def _message(cls, value: str) -> str:
+        import string
+
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as problem:
+            raise ValueError(f"is not a valid template: {problem}") from None
+        unknown = fields - {"name", "mention", "room", "login_hint"}
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{sorted(unknown)[0]}}}: use name, mention, room, login_hint"
+            )
+        return value
+
+    @property
+    def batch_window_seconds(self) -> int:
+        return parse_duration(self.batch_window)
+
+    @property
+    def reminder_after_seconds(self) -> int:
+        return 0 if self.reminder_after.strip() == "0s" else parse_duration(self.reminder_after)
+
+
+class SchedulerSettings(Section):
+    """``[scheduler]``: scheduled announcements and periodic jobs."""
+
+    # The time zone `!schedule` times are written in (IANA name, e.g. Europe/Berlin).
+    timezone: str = "UTC"
+    # A run missed while the bot was down still fires on start if it is at most this late.
+    missed_run_grace: str = "1h"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {_show(value)}; use an IANA name like Europe/Berlin"
+            ) from None
+        return value
+
+    @field_validator("missed_run_grace")
+    @classmethod
+    def _grace(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def missed_run_grace_seconds(self) -> int:
+        return parse_duration(self.missed_run_grace)
+
+
 class Config(BaseModel):
     """The whole configuration. One field per section; field order is validation order."""
 
@@ -542,6 +628,8 @@ class Config(BaseModel):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     sso: SsoSettings = Field(default_factory=SsoSettings)
     gpt: GptSettings = Field(default_factory=GptSettings)
+    welcome: WelcomeSettings = Field(default_factory=WelcomeSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     source_path: Path | None = None
 
 

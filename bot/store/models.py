@@ -222,5 +222,44 @@ class RoomSettings(Base):
     gpt_enabled: Mapped[bool | None] = mapped_column(Boolean, default=None)
     gpt_model: Mapped[str | None] = mapped_column(String(255), default=None)
     gpt_prompt: Mapped[str | None] = mapped_column(Text, default=None)
+    welcome_enabled: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    welcome_template: Mapped[str | None] = mapped_column(Text, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(255), default=None)
+
+
+class Welcomed(Base):
+    """Who was welcomed in which room: each (room, member) once."""
+
+    __tablename__ = "welcomed"
+
+    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    mxid: Mapped[str] = mapped_column(String(255), primary_key=True)
+    welcomed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Newcomer(Base):
+    """A member who joined a welcome room unlinked: sent a login hint, reminded once later."""
+
+    __tablename__ = "newcomers"
+
+    mxid: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255))
+    joined_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    reminded_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Announcement(Base):
+    """A message to post in a room (or every moderated room), once or on a recurring schedule."""
+
+    __tablename__ = "announcements"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    target: Mapped[str] = mapped_column(String(255))  # a room id, or "all"
+    body: Mapped[str] = mapped_column(Text)
+    schedule: Mapped[str] = mapped_column(String(128))  # as typed, e.g. "every monday 09:00"
+    next_run_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)

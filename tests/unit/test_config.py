@@ -642,6 +642,8 @@ def test_redacted_dict(tmp_path: Path) -> None:
         "logging",
         "sso",
         "gpt",
+        "welcome",
+        "scheduler",
     }
     assert "hunter2-secret" not in json.dumps(data)
     assert "dbpass" not in json.dumps(data)
