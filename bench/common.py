@@ -61,7 +61,7 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) ->
     def fmt(row: list[str]) -> str:
         cells = []
         for i, cell in enumerate(row):
-            numeric = cell[:1].isdigit() or cell[:1] in "-+." and cell[1:2].isdigit()
+            numeric = cell[:1].isdigit() or (cell[:1] in "-+." and cell[1:2].isdigit())
             cells.append(cell.rjust(widths[i]) if numeric else cell.ljust(widths[i]))
         return "  ".join(cells).rstrip()
 

@@ -34,16 +34,16 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Outcome, quiet_logging, report  # noqa: E402
-from bot.community.chat import ChatService, ChatSettings, ChatTurn  # noqa: E402
-from bot.community.identity import IdentityService  # noqa: E402
-from bot.community.roles import Role  # noqa: E402
-from bot.community.tokens import message_tokens  # noqa: E402
-from bot.community.users import UserService  # noqa: E402
-from bot.llm.openai_compatible import OpenAICompatibleModel  # noqa: E402
-from bot.store.database import Database  # noqa: E402
-from bot.store.migrate import upgrade_to_head  # noqa: E402
-from tests.harness.llm_stub import LlmStub, prompt_tokens  # noqa: E402
+from bench.common import Outcome, quiet_logging, report
+from bot.community.chat import ChatService, ChatSettings, ChatTurn
+from bot.community.identity import IdentityService
+from bot.community.roles import Role
+from bot.community.tokens import message_tokens
+from bot.community.users import UserService
+from bot.llm.openai_compatible import OpenAICompatibleModel
+from bot.store.database import Database
+from bot.store.migrate import upgrade_to_head
+from tests.harness.llm_stub import LlmStub, prompt_tokens
 
 NAME = "prompt_budget"
 TURNS = 1000
@@ -83,6 +83,7 @@ class TurnSize:
     own_tokens: int  # the bot's estimate, which the budget bounds
     history_messages: int  # stored messages included in the prompt
     question_words: int
+    prepare_s: float  # ChatService.prepare: access checks, history read, window
 
 
 async def measure(turns: int = TURNS) -> tuple[list[TurnSize], float]:
@@ -93,15 +94,23 @@ async def measure(turns: int = TURNS) -> tuple[list[TurnSize], float]:
         try:
             await upgrade_to_head(db)
             settings = ChatSettings(
-                enabled=True, model=MODEL, system_prompt="You are the benchmark's assistant.",
-                require_sso=False, history_token_budget=BUDGET, summarize=False,
+                enabled=True,
+                model=MODEL,
+                system_prompt="You are the benchmark's assistant.",
+                require_sso=False,
+                history_token_budget=BUDGET,
+                summarize=False,
                 daily_quota={Role.USER: 0, Role.MODERATOR: 0, Role.ADMIN: 0},
-            )  # fmt: skip
+            )
             async with LlmStub(api_key=API_KEY, latency=0, chunk_delay=0) as stub:
                 model = OpenAICompatibleModel(
-                    base_url=stub.base_url, api_key=API_KEY, temperature=0.7,
-                    timeout=30, max_retries=0, stream=True,
-                )  # fmt: skip
+                    base_url=stub.base_url,
+                    api_key=API_KEY,
+                    temperature=0.7,
+                    timeout=30,
+                    max_retries=0,
+                    stream=True,
+                )
                 chat = ChatService(
                     db, settings, model, identity=IdentityService(db, []), users=UserService(db, [])
                 )
@@ -109,7 +118,9 @@ async def measure(turns: int = TURNS) -> tuple[list[TurnSize], float]:
                 for n in range(1, turns + 1):
                     text = question(n, texts)
                     turn = ChatTurn(ROOM, None, SENDER, None, text, f"$bench-q{n}")
+                    prepare_started = time.monotonic()
                     prepared = await chat.prepare(turn)
+                    prepare_s = time.monotonic() - prepare_started
                     own = sum(message_tokens(m.content, MODEL) for m in prepared.messages)
                     completion = await chat.generate(prepared, lambda _text: None)
                     await chat.commit(
@@ -125,13 +136,24 @@ async def measure(turns: int = TURNS) -> tuple[list[TurnSize], float]:
                     if sent[-1]["content"] != text:
                         raise RuntimeError(f"turn {n}: the request does not end with the question")
                     sizes.append(
-                        TurnSize(n, counted, own, len(prepared.messages) - 2, len(text.split()))
+                        TurnSize(
+                            n,
+                            counted,
+                            own,
+                            len(prepared.messages) - 2,
+                            len(text.split()),
+                            prepare_s,
+                        )
                     )
                     stub.requests.clear()  # keep memory flat over 1,000 turns
                 elapsed = time.monotonic() - started
         finally:
             await db.close()
     return sizes, elapsed
+
+
+def _mean_ms(sizes: list[TurnSize]) -> str:
+    return f"{sum(s.prepare_s for s in sizes) / max(1, len(sizes)) * 1000:.1f} ms"
 
 
 def evaluate(sizes: list[TurnSize], elapsed: float) -> Outcome:
@@ -162,8 +184,15 @@ def evaluate(sizes: list[TurnSize], elapsed: float) -> Outcome:
             "largest prompt, stub-reported (turn)",
             f"{largest_stub.stub_tokens} (turn {largest_stub.turn})",
         ),
-        ("turns / wall time", f"{len(sizes)} / {elapsed:.1f} s ({elapsed / len(sizes) * 1000:.1f} ms per turn)"),
-    ]  # fmt: skip
+        (
+            "prepare() mean, turns 1-100 / last 100",
+            f"{_mean_ms(sizes[:100])} / {_mean_ms(sizes[-100:])}",
+        ),
+        (
+            "turns / wall time",
+            f"{len(sizes)} / {elapsed:.1f} s ({elapsed / len(sizes) * 1000:.1f} ms per turn)",
+        ),
+    ]
     return Outcome(
         name=NAME,
         metric="prompt tokens turn 1000 / turn 50",
@@ -194,8 +223,13 @@ def run() -> Outcome:
     try:
         sizes, elapsed = asyncio.run(measure())
     except Exception as problem:
-        return Outcome(NAME, "prompt tokens turn 1000 / turn 50", None, TOLERANCE,
-                       error=f"{type(problem).__name__}: {problem}")  # fmt: skip
+        return Outcome(
+            NAME,
+            "prompt tokens turn 1000 / turn 50",
+            None,
+            TOLERANCE,
+            error=f"{type(problem).__name__}: {problem}",
+        )
     return evaluate(sizes, elapsed)
 
 

@@ -19,9 +19,12 @@ from bot.community.audit import AuditLog
 from bot.community.chat import ChatService, ChatSettings
 from bot.community.identity import IdentityService
 from bot.community.login_links import LoginLinks
+from bot.community.members import MemberAdmin
+from bot.community.moderation import Moderation
 from bot.community.outbox import Outbox
 from bot.community.roles import Role
 from bot.community.users import UserService
+from bot.community.welcome import WelcomeService
 from bot.config import Config
 from bot.errors import OperatorError
 from bot.llm.openai_compatible import OpenAICompatibleModel
@@ -31,8 +34,10 @@ from bot.matrix.direct import DirectMessenger
 from bot.matrix.dispatch import Dispatcher
 from bot.matrix.invites import InvitePolicy
 from bot.matrix.outbox_courier import OutboxCourier
+from bot.matrix.room_actions import MatrixRoomActions
 from bot.matrix.sender import Sender
 from bot.matrix.sync import SyncLoop
+from bot.matrix.welcomer import Welcomer
 from bot.store.database import Database
 from bot.store.direct_rooms import DirectRooms
 from bot.store.events import EventLedger
@@ -101,6 +106,7 @@ class BotApp:
         self._long_poll_ms = long_poll_ms
         self.sender: Sender | None = None
         self.courier: OutboxCourier | None = None
+        self.welcomer: Welcomer | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -178,27 +184,56 @@ class BotApp:
             raise OperatorError(f"matrix.admin_room {room} does not resolve: {response.message}")
         return response.room_id
 
+    async def _resolve_rooms(self, client: Any, rooms: Sequence[str], what: str) -> list[str]:
+        """Room ids for configured ids or aliases; an alias that does not resolve is logged."""
+        resolved = []
+        for room in rooms:
+            if room.startswith("!"):
+                resolved.append(room)
+                continue
+            response = await client.room_resolve_alias(room)
+            if isinstance(response, RoomResolveAliasResponse):
+                resolved.append(response.room_id)
+            else:
+                log.warning("config.room_unknown", setting=what, room=room, error=response.message)
+        return resolved
+
     async def _run_with_client(self, client: Any) -> None:
         cfg = self.config
         started = utcnow()  # claims from before this moment belong to a previous run
         login = asyncio.create_task(self._log_in(client))
         if not await self._until_stopped(login):
             return
+        me = client.user_id
         users = UserService(self.db, cfg.roles.admins)
         identity = IdentityService(self.db, cfg.roles.admins)
         chat = build_chat(cfg, self.db, identity=identity, users=users)
+        login_links = LoginLinks(self.db, timedelta(seconds=cfg.sso.link_ttl_seconds))
+        login_settings = LoginSettings(
+            public_url=cfg.web.public_url,
+            link_ttl_minutes=cfg.sso.link_ttl_seconds // 60,
+            providers={p.id: p.display_name for p in cfg.sso.providers},
+        )
+        self.sender = sender = Sender(client)
+        direct = DirectMessenger(client, DirectRooms(self.db), encryption=cfg.matrix.encryption)
+        outbox = Outbox(self.db)
+        room_actions = MatrixRoomActions(client, sender, direct)
+        welcome = WelcomeService(
+            self.db, identity,
+            rooms=await self._resolve_rooms(client, cfg.welcome.rooms, "welcome.rooms"),
+            template=cfg.welcome.message,
+        )  # fmt: skip
         services = Services(
             users=users,
             audit=AuditLog(self.db),
             identity=identity,
             chat=chat,
-            login_links=LoginLinks(self.db, timedelta(seconds=cfg.sso.link_ttl_seconds)),
-            login=LoginSettings(
-                public_url=cfg.web.public_url,
-                link_ttl_minutes=cfg.sso.link_ttl_seconds // 60,
-                providers={p.id: p.display_name for p in cfg.sso.providers},
-            ),
-            bot_user_id=client.user_id,
+            login_links=login_links,
+            login=login_settings,
+            members=MemberAdmin(self.db, cfg.roles.admins, me),
+            moderation=Moderation(self.db, room_actions, users, me),
+            welcome=welcome,
+            bot_user_id=me,
         )
         executor = CommandExecutor(
             all_commands(),
@@ -206,9 +241,13 @@ class BotApp:
             prefix=cfg.matrix.command_prefix,
             admin_room_id=await self._resolve_admin_room(client),
         )
-        self.sender = sender = Sender(client)
-        direct = DirectMessenger(client, DirectRooms(self.db), encryption=cfg.matrix.encryption)
-        ledger = EventLedger(self.db, client.user_id)
+        welcomer = Welcomer(
+            welcome, sender, room_name=room_actions.room_name, links=login_links, outbox=outbox,
+            login=login_settings, batch_window_s=cfg.welcome.batch_window_seconds,
+            dm_unlinked=cfg.welcome.dm_unlinked, prefix=cfg.matrix.command_prefix,
+        )  # fmt: skip
+        self.welcomer = welcomer
+        ledger = EventLedger(self.db, me)
         dispatcher = Dispatcher(
             client,
             ledger=ledger,
@@ -218,22 +257,23 @@ class BotApp:
             invites=InvitePolicy(cfg.matrix.autojoin_from, cfg.roles.admins),
             prefix=cfg.matrix.command_prefix,
             relay=ChatRelay(chat, sender, stream=cfg.gpt.stream),
+            welcomer=welcomer,
         )
-        profile = await client.get_displayname(client.user_id)
+        profile = await client.get_displayname(me)
         if isinstance(profile, ProfileGetDisplayNameResponse):
             dispatcher.display_name = profile.displayname
         sync = SyncLoop(
             client, ledger, dispatcher, encryption=cfg.matrix.encryption,
             **({"long_poll_ms": self._long_poll_ms} if self._long_poll_ms else {}),
         )  # fmt: skip
-        self.courier = OutboxCourier(Outbox(self.db), sender, direct)
+        self.courier = OutboxCourier(outbox, sender, direct)
         tasks = [asyncio.create_task(sync.run(), name="sync")]
         try:
             if not await self._until_stopped(asyncio.create_task(sync.ready.wait()), tasks):
                 return
             tasks.append(asyncio.create_task(self.courier.run(), name="outbox"))
             self.ready.set()
-            log.info("bot.ready", user_id=client.user_id, device_id=client.device_id)
+            log.info("bot.ready", user_id=me, device_id=client.device_id)
             # Work a previous run claimed but was stopped before finishing.
             await dispatcher.resume_unfinished(started - RESUME_WINDOW, before=started)
             await self._until_stopped(None, tasks)
@@ -243,6 +283,7 @@ class BotApp:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await welcomer.flush()
             await dispatcher.drain(self._shutdown_grace_s)
 
     async def _until_stopped(

@@ -99,7 +99,8 @@ class ConfigError(Exception):
 _SERVER_NAME = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?"
 _SERVER_NAME_RE = re.compile(rf"^{_SERVER_NAME}$")
 _MXID_RE = re.compile(rf"^@[^\s:]+:{_SERVER_NAME}$")
-_ROOM_RE = re.compile(rf"^[!#][^\s:]+:{_SERVER_NAME}$")
+# Aliases are #name:server; room ids are !opaque:server, or !opaque alone from room version 12 on.
+_ROOM_RE = re.compile(rf"^(?:[!#][^\s:]+:{_SERVER_NAME}|![A-Za-z0-9_\-+/=]+)$")
 _DB_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MAX_ID_LENGTH = 255
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from bot.commands import chat, general, identity
+from bot.commands import chat, general, identity, members, moderation, welcome
 from bot.commands.registry import Registry, merge
 
 
 def all_commands() -> Registry:
-    return merge(general.registry, identity.registry, chat.registry)
+    return merge(
+        general.registry,
+        identity.registry,
+        chat.registry,
+        members.registry,
+        moderation.registry,
+        welcome.registry,
+    )

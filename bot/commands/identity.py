@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from bot.commands.context import CommandContext
-from bot.commands.registry import Arg, Args, Flag, Kind, Registry
+from bot.commands.registry import Args, Flag, Registry
 from bot.commands.reply import Reply
+from bot.commands.services import LoginSettings
 from bot.community.identity import Binding
 from bot.community.markdown import escape_markdown
-from bot.community.roles import Role
 
 registry = Registry()
+
+
+def login_link_message(settings: LoginSettings, token: str) -> str:
+    return (
+        f"Open this link to connect your Matrix account to your community account "
+        f"({', '.join(settings.providers.values())}):\n\n<{settings.url_for(token)}>\n\n"
+        f"It works once, for {settings.link_ttl_minutes} minutes, only for you. Do not share it."
+    )
 
 
 def _when(binding_time) -> str:  # type: ignore[no-untyped-def]
@@ -39,11 +47,7 @@ async def login(ctx: CommandContext, args: Args) -> Reply:
     if not settings.providers:
         return Reply.error("Single sign-on is not set up on this bot yet; ask the operators.")
     token = await ctx.services.login_links.issue(ctx.sender)
-    link_text = (
-        f"Open this link to connect your Matrix account to your community account "
-        f"({', '.join(settings.providers.values())}):\n\n<{settings.url_for(token)}>\n\n"
-        f"It works once, for {settings.link_ttl_minutes} minutes, only for you. Do not share it."
-    )
+    link_text = login_link_message(settings, token)
     # The link goes only to a DM; where this is that DM, the notice is not needed.
     return Reply("I sent you your login link in a direct message.", direct_markdown=link_text)
 
@@ -90,28 +94,3 @@ async def unlink(ctx: CommandContext, args: Args) -> Reply:
         )
     await identity.unlink(ctx.sender, actor=ctx.sender)
     return Reply(f"Done: the link to {names} is removed. Send `{ctx.prefix}login` to link again.")
-
-
-@registry.command(
-    "user",
-    help="Show a member's role and linked community account.",
-    role=Role.MODERATOR,
-    args=[Arg("user", Kind.USER, help="the member, as @name:server or a mention")],
-    area="moderation",
-)
-async def user(ctx: CommandContext, args: Args) -> Reply:
-    mxid = args.user
-    services = ctx.services
-    role = await services.users.role_of(mxid)
-    active = await services.users.is_active(mxid)
-    bindings = await services.identity.bindings_of(mxid)
-    lines = [
-        f"{escape_markdown(mxid)}: role **{role.label}**, {'active' if active else 'deactivated'}."
-    ]
-    if not bindings:
-        lines.append("Not linked to a community account.")
-    lines += [
-        "Linked: " + describe_binding(b, services.login.provider_name(b.provider_id))
-        for b in bindings
-    ]
-    return Reply("\n\n".join(lines))

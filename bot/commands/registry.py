@@ -117,7 +117,8 @@ class UsageError(Exception):
 
 
 _MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
-_ROOM = re.compile(r"^[!#][^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+# Room ids lost their :server part in room version 12 (opaque hashes); aliases keep it.
+_ROOM = re.compile(r"^(?:[!#][^:\s]+:[A-Za-z0-9.\-\[\]:]+|![A-Za-z0-9_\-+/=]+)$")
 _PILL = re.compile(r"^https://matrix\.to/#/(@[^/?\s]+)")
 
 

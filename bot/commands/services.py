@@ -8,7 +8,10 @@ from bot.community.audit import AuditLog
 from bot.community.chat import ChatService
 from bot.community.identity import IdentityService
 from bot.community.login_links import LoginLinks
+from bot.community.members import MemberAdmin
+from bot.community.moderation import Moderation
 from bot.community.users import UserService
+from bot.community.welcome import WelcomeService
 
 
 @dataclass(frozen=True)
@@ -34,4 +37,7 @@ class Services:
     login_links: LoginLinks
     login: LoginSettings
     chat: ChatService
+    members: MemberAdmin
+    moderation: Moderation
+    welcome: WelcomeService
     bot_user_id: str

@@ -33,6 +33,7 @@ from bot.matrix.invites import InvitePolicy
 from bot.matrix.render import message_content
 from bot.matrix.sender import Sender, SendError
 from bot.matrix.triggers import find_trigger
+from bot.matrix.welcomer import Welcomer
 from bot.store.events import EventLedger
 
 log = structlog.get_logger(__name__)
@@ -63,9 +64,11 @@ class Dispatcher:
         invites: InvitePolicy,
         prefix: str,
         relay: ChatRelay | None = None,
+        welcomer: Welcomer | None = None,
     ) -> None:
         self._client = client
         self._relay = relay
+        self._welcomer = welcomer
         self._ledger = ledger
         self._executor = executor
         self._sender = sender
@@ -99,6 +102,8 @@ class Dispatcher:
                         await self._on_text(room_id, event)
                     elif isinstance(event, RedactionEvent):
                         await self._on_redaction(event)
+                    elif isinstance(event, RoomMemberEvent):
+                        await self._on_member(room_id, event)
 
     @contextlib.asynccontextmanager
     async def _isolated(self, room_id: str, event_id: str | None) -> AsyncIterator[None]:
@@ -165,6 +170,20 @@ class Dispatcher:
     def _sender_name(self, room_id: str, sender: str) -> str | None:
         room = self._client.rooms.get(room_id)
         return room.user_name(sender) if room is not None else None
+
+    async def _on_member(self, room_id: str, event: RoomMemberEvent) -> None:
+        """A real join (not a profile change, not the bot) may be a newcomer to greet."""
+        if (
+            self._welcomer is None
+            or event.membership != "join"
+            or event.prev_membership == "join"
+            or event.state_key == self.bot_user_id
+        ):
+            return
+        name = event.content.get("displayname")
+        await self._welcomer.on_join(
+            room_id, event.state_key, name if isinstance(name, str) else None
+        )
 
     async def _on_redaction(self, event: RedactionEvent) -> None:
         if self._relay is not None and event.redacts:

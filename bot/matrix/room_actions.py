@@ -42,12 +42,12 @@ class MatrixRoomActions(RoomActions):
         return response.room_id
 
     def moderated_rooms(self) -> list[str]:
-        """Rooms (not DMs) where the bot may kick: the ones it moderates."""
+        """The community rooms the bot is in (not DMs). Where it lacks power, the action says so
+        for that room rather than skip it silently."""
         return sorted(
             room_id
             for room_id, room in self._client.rooms.items()
-            if room.power_levels.can_user_kick(self._me)
-            and not (room.member_count <= 2 and room.join_rule != "public")
+            if not (room.member_count <= 2 and room.join_rule != "public")
         )
 
     @staticmethod

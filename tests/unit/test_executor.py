@@ -49,6 +49,9 @@ async def setup(tmp_path):
         login_links=LoginLinks(db, timedelta(minutes=10)),
         login=LoginSettings("http://127.0.0.1:8080", 10, {}),
         chat=None,  # type: ignore[arg-type]  # no command here talks to the assistant
+        members=None,  # type: ignore[arg-type]
+        moderation=None,  # type: ignore[arg-type]
+        welcome=None,  # type: ignore[arg-type]
         bot_user_id="@bot:x",
     )
     executor = CommandExecutor(

@@ -149,3 +149,16 @@ def test_admin_commands_are_confined_to_the_admin_room_by_default():
     r = _registry()
     assert r.resolve("role").confined_to_admin_room
     assert not r.resolve("kick").confined_to_admin_room
+
+
+def test_room_ids_of_room_version_12_have_no_server_part():
+    from bot.commands.registry import parse_room
+
+    assert (
+        parse_room("!Uvsp95mW68QfR7IjkAtbu3kv4pUpVQAbKogFxOAnUjY")
+        == "!Uvsp95mW68QfR7IjkAtbu3kv4pUpVQAbKogFxOAnUjY"
+    )
+    assert parse_room("!old:example.org") == "!old:example.org"
+    assert parse_room("#general:example.org") == "#general:example.org"
+    with pytest.raises(UsageError):
+        parse_room("#no-server")

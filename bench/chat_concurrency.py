@@ -1,0 +1,395 @@
+"""Benchmark: members asking the assistant at the same time do not wait for each other.
+
+Target (issue): "50 users asking at once with the stub at 1 s latency: all answered within 1.5x the
+single-request time (requests do not queue behind each other)".
+
+The whole stack on loopback: a real Synapse (relaxed rate limits, data in a temporary directory),
+the project's OpenAI-compatible stub answering after 1 s and streaming word by word, and the real
+bot (BotApp from a TOML config, as tests/harness/bot.py runs it) with ``[gpt]`` pointing at the
+stub. 50 fresh members, each linked to an SSO identity (the relay requires it) and each with a DM
+with the bot, as real matrix-nio clients.
+
+A question is answered when the member's client sees the bot's placeholder edited (m.replace) into
+the final text, "Echo: <question>". Measured:
+
+* single: one member asks alone, from sending until the final answer is seen; three times (after
+  one unmeasured warm-up question), the median is the baseline;
+* all-50: every member sends a question at once (asyncio.gather); from the start until the last
+  member sees their final answer.
+
+The ratio all-50 / single is the result (target <= 1.5). Beside it: the stub's peak of requests in
+flight (50 means no request waited for another before reaching the model), each answer's latency
+spread, where the time of an answer goes (from the server timestamps and the stub's clock), and
+the CPU the homeserver and this process (bot + 50 clients + stub, one event loop) used.
+
+Run alone: ``.venv/bin/python bench/chat_concurrency.py [--users N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiohttp import web
+
+from bench.common import Outcome, percentile, quiet_logging, report, seconds
+from bot.store.database import Database
+from bot.store.migrate import upgrade_to_head
+from tests.harness.bot import RunningBot, bot_config, write_config
+from tests.harness.linking import link
+from tests.harness.llm_stub import LlmStub, message_text
+from tests.harness.matrix_user import TestUser, default_client_config
+from tests.harness.synapse import MatrixAccount, SynapseServer
+
+NAME = "chat_concurrency"
+USERS = 50
+LATENCY_S = 1.0
+CHUNK_DELAY_S = 0.01
+SINGLE_RUNS = 3
+TARGET = 1.5
+API_KEY = "sk-bench"
+ANSWER_TIMEOUT_S = 60.0
+JOIN_TIMEOUT_S = 60.0
+OVERALL_TIMEOUT_S = 900.0
+QUESTION = "how do rooms spaces and threads fit together on Matrix"
+
+
+class TimedStub(LlmStub):
+    """The stub, also noting when each chat request arrived and when its answer was fully sent
+    (wall clock, to line up with the homeserver's origin_server_ts), by the question asked."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.timings: dict[str, tuple[float, float]] = {}
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.time()
+        response = await super()._chat_completions(request)
+        finished = time.time()
+        try:
+            body = await request.json()  # aiohttp keeps the body: this reads it again
+            user = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+            self.timings[message_text(user[-1].get("content"))] = (arrived, finished)
+        except Exception:  # noqa: S110 - a request without a question is not ours to time
+            pass
+        return response
+
+
+@dataclass
+class Member:
+    user: TestUser
+    room: str
+
+
+@dataclass
+class Answer:
+    question: str
+    sent: float  # monotonic, just before sending
+    seen: float  # monotonic, when the final edit reached the member's client
+    sent_wall: float
+    seen_wall: float
+    question_ts: float  # homeserver timestamps (s)
+    placeholder_ts: float
+    final_ts: float
+
+    @property
+    def latency(self) -> float:
+        return self.seen - self.sent
+
+
+async def ask(member: Member, bot_id: str, question: str) -> Answer:
+    """Send a question; return once the member sees the placeholder edited into the answer."""
+    expected = f"Echo: {question}"
+
+    def final_or_failure(event: dict[str, Any]) -> bool:
+        if event.get("type") != "m.room.message" or event.get("sender") != bot_id:
+            return False
+        content = event["content"]
+        new = content.get("m.new_content") or {}
+        if content.get("m.relates_to", {}).get("rel_type") == "m.replace":
+            return new.get("body") == expected or str(new.get("body", "")).startswith("⚠️")
+        return str(content.get("body", "")).startswith("⚠️")
+
+    user = member.user
+    sent, sent_wall = time.monotonic(), time.time()
+    question_id = await user.send_text(member.room, question)
+    event = await user.wait_for_event(
+        member.room, final_or_failure, timeout=ANSWER_TIMEOUT_S, after_event_id=question_id
+    )
+    seen, seen_wall = time.monotonic(), time.time()
+    content = event["content"]
+    body = (content.get("m.new_content") or content).get("body")
+    if body != expected:
+        raise RuntimeError(f"{user.user_id} got {body!r} instead of the answer")
+    by_id = {e.get("event_id"): e for e in user.events(member.room)}
+    placeholder = by_id.get(content["m.relates_to"]["event_id"], event)
+    return Answer(
+        question=question,
+        sent=sent,
+        seen=seen,
+        sent_wall=sent_wall,
+        seen_wall=seen_wall,
+        question_ts=by_id[question_id]["origin_server_ts"] / 1000,
+        placeholder_ts=placeholder["origin_server_ts"] / 1000,
+        final_ts=event["origin_server_ts"] / 1000,
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Setup:
+    register_s: float
+    link_s: float
+    bot_start_s: float
+    login_s: float
+    dm_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.register_s + self.link_s + self.bot_start_s + self.login_s + self.dm_s
+
+
+@dataclass
+class Measurement:
+    users: int
+    setup: Setup
+    warmup: float
+    singles: list[float]
+    burst_wall: float
+    burst: list[Answer]
+    stub_timings: dict[str, tuple[float, float]]
+    peak_inflight: int
+    stub_requests: int
+    synapse_cpu_s: float
+    own_cpu_s: float
+    bot_rate_limited: int
+
+
+async def _dm(user: TestUser, bot_id: str) -> Member:
+    room = await user.create_room(invite=[bot_id], is_direct=True)
+    await user.wait_for_membership(room, bot_id, "join", timeout=JOIN_TIMEOUT_S)
+    return Member(user, room)
+
+
+async def measure(workdir: Path, users: int = USERS) -> Measurement:
+    synapse = SynapseServer(workdir / "synapse", relaxed_rate_limits=True)
+    stub = TimedStub(api_key=API_KEY, latency=LATENCY_S, chunk_delay=CHUNK_DELAY_S)
+    bot: RunningBot | None = None
+    clients: list[TestUser] = []
+    try:
+        await asyncio.to_thread(synapse.start)
+        await stub.start()
+
+        # Setup, timed by phase: accounts, SSO links, the bot, the members' clients, their DMs.
+        t = time.monotonic()
+        bot_account: MatrixAccount = await asyncio.to_thread(synapse.fresh_account, "bot")
+        accounts: list[MatrixAccount] = await asyncio.to_thread(
+            lambda: [synapse.fresh_account("member") for _ in range(users)]
+        )
+        register_s = time.monotonic() - t
+
+        data = workdir / "bot-data"
+        gpt = {
+            "base_url": stub.base_url,
+            "api_key": API_KEY,
+            "model": "stub-model",
+            "max_retries": 0,
+            "timeout": 30,
+        }
+        config = bot_config(
+            synapse, bot_account, data, extra={"gpt": gpt, "logging": {"level": "warning"}}
+        )
+        bot = RunningBot(write_config(workdir / "config.toml", config), bot_account)
+        db_url = bot.config.database.url
+
+        # Linked before the bot starts, so no "you are linked" notice can race the setup.
+        t = time.monotonic()
+        db = Database(db_url)
+        try:
+            await upgrade_to_head(db)
+            for account in accounts:
+                await link(db, account.user_id)
+        finally:
+            await db.close()
+        link_s = time.monotonic() - t
+
+        t = time.monotonic()
+        await bot.start(ready_timeout=60)
+        bot_start_s = time.monotonic() - t
+        bot_id = bot.user_id
+
+        t = time.monotonic()
+        # Plain-text DMs: no end-to-end encryption in the members' clients (cheaper to run 50).
+        client_config = default_client_config(encryption_enabled=False)
+        logins = await asyncio.gather(
+            *(TestUser.login(synapse.base_url, a, client_config=client_config) for a in accounts),
+            return_exceptions=True,
+        )
+        clients.extend(u for u in logins if isinstance(u, TestUser))
+        failed = [u for u in logins if not isinstance(u, TestUser)]
+        if failed:
+            raise RuntimeError(f"{len(failed)} member(s) could not log in: {failed[0]!r}")
+        login_s = time.monotonic() - t
+
+        t = time.monotonic()
+        members = list(await asyncio.gather(*(_dm(u, bot_id) for u in clients)))
+        dm_s = time.monotonic() - t
+        setup = Setup(register_s, link_s, bot_start_s, login_s, dm_s)
+
+        # Baseline: one member at a time (a warm-up first: connection pools, first requests).
+        warm = await ask(members[0], bot_id, f"warm-up: {QUESTION}")
+        singles = []
+        for i in range(SINGLE_RUNS):
+            await asyncio.sleep(0.5)  # let the previous turn finish (commit, typing off)
+            member = members[(i + 1) % len(members)]
+            singles.append((await ask(member, bot_id, f"single {i + 1}: {QUESTION}")).latency)
+
+        # Everyone at once.
+        await asyncio.sleep(2.0)
+        stub.clear()
+        stub.timings.clear()
+        synapse_cpu = cpu_seconds(synapse.process.pid)  # type: ignore[union-attr]
+        own_cpu = time.process_time()
+        started = time.monotonic()
+        burst = await asyncio.gather(
+            *(ask(m, bot_id, f"member {i + 1}: {QUESTION}") for i, m in enumerate(members))
+        )
+        burst_wall = max(a.seen for a in burst) - started
+        synapse_cpu = cpu_seconds(synapse.process.pid) - synapse_cpu  # type: ignore[union-attr]
+        own_cpu = time.process_time() - own_cpu
+        assert bot.app is not None and bot.app.sender is not None
+        return Measurement(
+            users=users,
+            setup=setup,
+            warmup=warm.latency,
+            singles=singles,
+            burst_wall=burst_wall,
+            burst=list(burst),
+            stub_timings=dict(stub.timings),
+            peak_inflight=stub.peak_inflight,
+            stub_requests=stub.counts["requests"],
+            synapse_cpu_s=synapse_cpu,
+            own_cpu_s=own_cpu,
+            bot_rate_limited=bot.app.sender.rate_limited_count,
+        )
+    finally:
+        await asyncio.gather(*(u.close() for u in clients), return_exceptions=True)
+        if bot is not None:
+            await bot.stop()
+        await stub.stop()
+        await asyncio.to_thread(synapse.stop)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} / {percentile(values, 90):.3f} / {max(values):.3f} s"
+
+
+def evaluate(m: Measurement) -> Outcome:
+    single = statistics.median(m.singles)
+    ratio = m.burst_wall / single
+    latencies = [a.latency for a in m.burst]
+    # Where an answer's time goes, from the homeserver's timestamps and the stub's clock.
+    phases: dict[str, list[float]] = {
+        "question sent -> stored by homeserver": [],
+        "stored -> bot's request reaches the stub": [],
+        "stub: 1 s latency + streaming": [],
+        "stub done -> final edit stored": [],
+        "final edit stored -> seen by member": [],
+    }
+    for a in m.burst:
+        arrived, done = m.stub_timings.get(a.question, (float("nan"), float("nan")))
+        values = (
+            a.question_ts - a.sent_wall,
+            arrived - a.question_ts,
+            done - arrived,
+            a.final_ts - done,
+            a.seen_wall - a.final_ts,
+        )
+        for phase, value in zip(phases, values, strict=True):
+            phases[phase].append(value)
+    s = m.setup
+    details = [
+        (f"setup total ({m.users} members)", seconds(s.total_s)),
+        ("  register accounts (+ bot)", seconds(s.register_s)),
+        ("  link SSO identities", seconds(s.link_s)),
+        ("  start the bot", seconds(s.bot_start_s)),
+        ("  log in clients (first sync)", seconds(s.login_s)),
+        ("  open DMs (bot joined)", seconds(s.dm_s)),
+        ("warm-up question (not counted)", seconds(m.warmup)),
+        ("single runs", ", ".join(f"{v:.3f}" for v in m.singles) + " s"),
+        ("single (median)", seconds(single)),
+        (f"all-{m.users} wall time", seconds(m.burst_wall)),
+        (f"ratio all-{m.users} / single", f"{ratio:.3f}"),
+        ("stub peak requests in flight", f"{m.peak_inflight} of {m.users}"),
+        ("per-member latency median / p90 / max", _spread(latencies)),
+    ]
+    details += [(f"  {phase} (median / p90 / max)", _spread(v)) for phase, v in phases.items()]
+    details += [
+        ("homeserver CPU during the burst", f"{m.synapse_cpu_s:.2f} s"),
+        ("bench process CPU (bot+clients+stub)", f"{m.own_cpu_s:.2f} s"),
+        ("bot rate-limited by homeserver", str(m.bot_rate_limited)),
+    ]
+    return Outcome(
+        name=NAME,
+        metric=f"all-{m.users} / single",
+        value=ratio,
+        limit=TARGET,
+        details=details,
+        notes=[
+            f"stub latency {LATENCY_S:g} s, {CHUNK_DELAY_S:g} s between streamed words; the bot, "
+            f"the {m.users} members' clients and the stub share this process's event loop, "
+            "Synapse (SQLite) runs beside it",
+            "phases use wall-clock stamps from the homeserver (ms) and this process; "
+            "'stored -> stub' includes the bot's sync, access checks and the placeholder",
+        ],
+    )
+
+
+async def _measure_in_tempdir(users: int) -> Measurement:
+    with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp:
+        async with asyncio.timeout(OVERALL_TIMEOUT_S):
+            return await measure(Path(tmp), users)
+
+
+def run(users: int = USERS) -> Outcome:
+    quiet_logging()
+    try:
+        measurement = asyncio.run(_measure_in_tempdir(users))
+    except Exception as problem:
+        return Outcome(
+            NAME,
+            f"all-{users} / single",
+            None,
+            TARGET,
+            error=f"{type(problem).__name__}: {problem}",
+        )
+    return evaluate(measurement)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=USERS)
+    args = parser.parse_args(argv)
+    outcome = run(args.users)
+    print(report(outcome))
+    return 0 if outcome.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

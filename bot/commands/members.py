@@ -1,0 +1,211 @@
+"""Administering members: find them, see one, change roles, deactivate, forget; audit and stats."""
+
+from __future__ import annotations
+
+from bot.commands.context import CommandContext
+from bot.commands.identity import describe_binding
+from bot.commands.registry import Arg, Args, Flag, Kind, Registry
+from bot.commands.reply import Reply
+from bot.community.markdown import code_span, escape_markdown
+from bot.community.permissions import Party, Refused
+from bot.community.roles import Role
+
+registry = Registry()
+PER_PAGE = 20
+
+
+def _actor(ctx: CommandContext) -> Party:
+    return Party(ctx.sender, ctx.role)
+
+
+def _when(moment) -> str:  # type: ignore[no-untyped-def]
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "never"
+
+
+@registry.command(
+    "users",
+    help="List or search members (Matrix ID, SSO username or email).",
+    role=Role.MODERATOR,
+    args=[Arg("query", required=False, help="part of a Matrix ID, username or email")],
+    flags=[Flag("page", Kind.INT, help="which page of results")],
+    area="members",
+)
+async def users(ctx: CommandContext, args: Args) -> Reply:
+    page = 1 if args.page is None else args.page
+    if page < 1:
+        return Reply.error(f"--page starts at 1. Usage: `{ctx.prefix}users [query] [--page N]`")
+    rows, total = await ctx.services.members.search(args.query, page, PER_PAGE)
+    if not total:
+        return Reply("No member matches." if args.query else "No members yet.")
+    pages = (total + PER_PAGE - 1) // PER_PAGE
+    lines = [f"**{total} member{'s' if total != 1 else ''}**, page {page} of {pages}:", ""]
+    for r in rows:
+        sso = escape_markdown(r.username) if r.username else "not linked"
+        email = f", {escape_markdown(r.email)}" if r.email else ""
+        state = "" if r.active else ", **deactivated**"
+        lines.append(f"- {escape_markdown(r.mxid)} — {sso}{email}, {r.role.label}{state}")
+    if page < pages:
+        query = f" {args.query}" if args.query else ""
+        lines += ["", f"Next: `{ctx.prefix}users{query} --page {page + 1}`"]
+    return Reply("\n".join(lines))
+
+
+@registry.command(
+    "user",
+    help="Show a member: role, binding, when they joined and were last active, assistant usage.",
+    role=Role.MODERATOR,
+    args=[Arg("user", Kind.USER, help="the member, as @name:server or a mention")],
+    area="members",
+)
+async def user(ctx: CommandContext, args: Args) -> Reply:
+    s = ctx.services
+    member = await s.members.details(args.user)
+    usage = await s.chat.usage_today(args.user, member.role)
+    quota = "no limit" if usage.quota == 0 else f"{usage.quota:,}"
+    lines = [
+        f"{escape_markdown(args.user)}: role **{member.role.label}**, "
+        f"{'active' if member.active else 'deactivated'}.",
+        f"Known since {_when(member.created_at)}, last active {_when(member.last_seen_at)}.",
+        f"Assistant today: {usage.used:,} tokens of {quota}.",
+    ]
+    bindings = await s.identity.bindings_of(args.user)
+    if not bindings:
+        lines.append("Not linked to a community account.")
+    lines += [
+        "Linked: " + describe_binding(b, s.login.provider_name(b.provider_id)) for b in bindings
+    ]
+    return Reply("\n\n".join(lines))
+
+
+@registry.command(
+    "role",
+    help="Set a member's role.",
+    role=Role.ADMIN,
+    args=[Arg("user", Kind.USER), Arg("role", Kind.CHOICE, choices=("user", "moderator", "admin"))],
+    area="members",
+)
+async def role(ctx: CommandContext, args: Args) -> Reply:
+    new = Role.parse(args.role)
+    try:
+        before = await ctx.services.members.set_role(
+            _actor(ctx), args.user, new, room_id=ctx.room_id
+        )
+    except Refused as refused:
+        return Reply.error(str(refused))
+    who = escape_markdown(args.user)
+    if before is new:
+        return Reply(f"{who} already is {new.label}.")
+    return Reply(f"{who} is now **{new.label}** (was {before.label}).")
+
+
+async def _set_active(ctx: CommandContext, args: Args, active: bool) -> Reply:
+    try:
+        changed = await ctx.services.members.set_active(
+            _actor(ctx), args.user, active, reason=args.get("reason"), room_id=ctx.room_id
+        )
+    except Refused as refused:
+        return Reply.error(str(refused))
+    who = escape_markdown(args.user)
+    state = "active" if active else "deactivated"
+    if not changed:
+        return Reply(f"{who} already is {state}.")
+    if active:
+        return Reply(f"{who} is active again.")
+    return Reply(
+        f"{who} is deactivated: they can only use `{ctx.prefix}help` and `{ctx.prefix}whoami`."
+    )
+
+
+@registry.command(
+    "deactivate",
+    help="Deactivate a member: they can use nothing but help and whoami.",
+    role=Role.MODERATOR,
+    args=[Arg("user", Kind.USER), Arg("reason", Kind.TEXT, required=False)],
+    area="members",
+)
+async def deactivate(ctx: CommandContext, args: Args) -> Reply:
+    return await _set_active(ctx, args, False)
+
+
+@registry.command(
+    "activate",
+    help="Undo a deactivation.",
+    role=Role.MODERATOR,
+    args=[Arg("user", Kind.USER)],
+    area="members",
+)
+async def activate(ctx: CommandContext, args: Args) -> Reply:
+    return await _set_active(ctx, args, True)
+
+
+@registry.command(
+    "forget",
+    help="Delete a member's binding, assistant history and usage; shows what first.",
+    role=Role.ADMIN,
+    args=[Arg("user", Kind.USER)],
+    flags=[Flag("yes", help="really delete; without it you see what would be deleted")],
+    area="members",
+)
+async def forget(ctx: CommandContext, args: Args) -> Reply:
+    members = ctx.services.members
+    who = escape_markdown(args.user)
+    if not args.yes:
+        preview = await members.forget_preview(args.user)
+        if preview.empty:
+            return Reply(f"I hold nothing about {who} but, at most, their role.")
+        return Reply(
+            f"This deletes, for {who}: {preview.bindings} SSO binding(s), {preview.messages} assistant "
+            f"message(s) (and the answers to them), {preview.usage_days} day(s) of usage. "
+            f"The audit log keeps that it happened. Send `{ctx.prefix}forget {args.user} --yes` to do it."
+        )
+    try:
+        done = await members.forget(_actor(ctx), args.user, room_id=ctx.room_id)
+    except Refused as refused:
+        return Reply.error(str(refused))
+    return Reply(
+        f"Forgotten: {who} ({done.bindings} binding(s), {done.messages} message(s), "
+        f"{done.usage_days} day(s) of usage)."
+    )
+
+
+@registry.command(
+    "audit",
+    help="Show the most recent audit log entries.",
+    role=Role.ADMIN,
+    args=[Arg("count", Kind.INT, required=False, help="how many (default 10, at most 50)")],
+    area="members",
+)
+async def audit(ctx: CommandContext, args: Args) -> Reply:
+    count = args.count or 10
+    if not 1 <= count <= 50:
+        return Reply.error(f"count must be from 1 to 50. Usage: `{ctx.prefix}audit [count]`")
+    entries = await ctx.services.audit.recent(count)
+    if not entries:
+        return Reply("The audit log is empty.")
+    lines = [f"**Last {len(entries)} audit entries** (newest first):", ""]
+    for e in entries:
+        parts = [e.at.strftime("%Y-%m-%d %H:%M"), escape_markdown(e.actor), code_span(e.action)]
+        if e.target:
+            parts.append(escape_markdown(e.target))
+        if e.room_id:
+            parts.append(f"in {escape_markdown(e.room_id)}")
+        if e.reason:
+            parts.append(f"— {escape_markdown(e.reason)}")
+        lines.append("- " + " ".join(parts))
+    return Reply("\n".join(lines))
+
+
+@registry.command(
+    "stats",
+    help="Members, linked accounts, activity and assistant tokens today, rooms.",
+    role=Role.MODERATOR,
+    area="members",
+)
+async def stats(ctx: CommandContext, args: Args) -> Reply:
+    s = await ctx.services.members.stats()
+    rooms = len(ctx.services.moderation.actions.moderated_rooms())
+    return Reply(
+        f"**Community today:** {s.members:,} members known, {s.linked:,} linked by SSO, "
+        f"{s.active_today:,} active today, {s.gpt_tokens_today:,} assistant tokens today, "
+        f"{rooms:,} community rooms."
+    )
