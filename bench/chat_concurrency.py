@@ -102,6 +102,7 @@ class Answer:
     question_ts: float  # homeserver timestamps (s)
     placeholder_ts: float
     final_ts: float
+    bot_events: int  # the bot's messages and edits for this answer (placeholder included)
 
     @property
     def latency(self) -> float:
@@ -132,8 +133,14 @@ async def ask(member: Member, bot_id: str, question: str) -> Answer:
     body = (content.get("m.new_content") or content).get("body")
     if body != expected:
         raise RuntimeError(f"{user.user_id} got {body!r} instead of the answer")
-    by_id = {e.get("event_id"): e for e in user.events(member.room)}
+    events = user.events(member.room)
+    by_id = {e.get("event_id"): e for e in events}
     placeholder = by_id.get(content["m.relates_to"]["event_id"], event)
+    ids = [e.get("event_id") for e in events]
+    between = events[ids.index(question_id) + 1 : ids.index(event["event_id"]) + 1]
+    bot_events = sum(
+        1 for e in between if e.get("sender") == bot_id and e.get("type") == "m.room.message"
+    )
     return Answer(
         question=question,
         sent=sent,
@@ -143,6 +150,7 @@ async def ask(member: Member, bot_id: str, question: str) -> Answer:
         question_ts=by_id[question_id]["origin_server_ts"] / 1000,
         placeholder_ts=placeholder["origin_server_ts"] / 1000,
         final_ts=event["origin_server_ts"] / 1000,
+        bot_events=bot_events,
     )
 
 
@@ -178,13 +186,30 @@ class Measurement:
     stub_requests: int
     synapse_cpu_s: float
     own_cpu_s: float
+    synapse_idle_cpu: float  # CPU seconds per second while 50 clients wait, nothing happening
     bot_rate_limited: int
+    floor_events_per_room: int
+    floor_s: float
+    floor_synapse_cpu_s: float
+    min_floor_s: float  # the same with 2 messages per member: a question and a one-message answer
 
 
 async def _dm(user: TestUser, bot_id: str) -> Member:
     room = await user.create_room(invite=[bot_id], is_direct=True)
     await user.wait_for_membership(room, bot_id, "join", timeout=JOIN_TIMEOUT_S)
     return Member(user, room)
+
+
+async def _store(member: Member, index: int, count: int) -> None:
+    for k in range(count):
+        await member.user.send_text(member.room, f"floor {index + 1}.{k + 1}")
+
+
+async def _store_all(members: list[Member], count: int) -> float:
+    """Seconds for every member to store `count` messages in their DM, all at once."""
+    started = time.monotonic()
+    await asyncio.gather(*(_store(m, i, count) for i, m in enumerate(members)))
+    return time.monotonic() - started
 
 
 async def measure(workdir: Path, users: int = USERS) -> Measurement:
@@ -194,6 +219,8 @@ async def measure(workdir: Path, users: int = USERS) -> Measurement:
     clients: list[TestUser] = []
     try:
         await asyncio.to_thread(synapse.start)
+        assert synapse.process is not None
+        synapse_pid = synapse.process.pid
         await stub.start()
 
         # Setup, timed by phase: accounts, SSO links, the bot, the members' clients, their DMs.
@@ -260,20 +287,36 @@ async def measure(workdir: Path, users: int = USERS) -> Measurement:
             member = members[(i + 1) % len(members)]
             singles.append((await ask(member, bot_id, f"single {i + 1}: {QUESTION}")).latency)
 
-        # Everyone at once.
+        # Everyone at once (after a quiet moment, which measures the homeserver's idle load).
+        await asyncio.sleep(1.0)
+        idle_cpu, idle_started = cpu_seconds(synapse_pid), time.monotonic()
         await asyncio.sleep(2.0)
+        idle_cpu = (cpu_seconds(synapse_pid) - idle_cpu) / (time.monotonic() - idle_started)
         stub.clear()
         stub.timings.clear()
-        synapse_cpu = cpu_seconds(synapse.process.pid)  # type: ignore[union-attr]
+        synapse_cpu = cpu_seconds(synapse_pid)
         own_cpu = time.process_time()
         started = time.monotonic()
         burst = await asyncio.gather(
             *(ask(m, bot_id, f"member {i + 1}: {QUESTION}") for i, m in enumerate(members))
         )
         burst_wall = max(a.seen for a in burst) - started
-        synapse_cpu = cpu_seconds(synapse.process.pid) - synapse_cpu  # type: ignore[union-attr]
+        synapse_cpu = cpu_seconds(synapse_pid) - synapse_cpu
         own_cpu = time.process_time() - own_cpu
         assert bot.app is not None and bot.app.sender is not None
+        rate_limited = bot.app.sender.rate_limited_count
+
+        # The homeserver's floor: with the bot stopped, the members store as many messages in
+        # their DMs, all at once, as the burst stored (questions, placeholders, edits).
+        await bot.stop()
+        await asyncio.sleep(1.0)
+        per_room = round(1 + statistics.mean(a.bot_events for a in burst))
+        floor_cpu = cpu_seconds(synapse_pid)
+        floor_s = await _store_all(members, per_room)
+        floor_cpu = cpu_seconds(synapse_pid) - floor_cpu
+        # And at the least any answer costs: the question and one message (no placeholder).
+        await asyncio.sleep(1.0)
+        min_floor_s = await _store_all(members, 2)
         return Measurement(
             users=users,
             setup=setup,
@@ -286,7 +329,12 @@ async def measure(workdir: Path, users: int = USERS) -> Measurement:
             stub_requests=stub.counts["requests"],
             synapse_cpu_s=synapse_cpu,
             own_cpu_s=own_cpu,
-            bot_rate_limited=bot.app.sender.rate_limited_count,
+            synapse_idle_cpu=idle_cpu,
+            bot_rate_limited=rate_limited,
+            floor_events_per_room=per_room,
+            floor_s=floor_s,
+            floor_synapse_cpu_s=floor_cpu,
+            min_floor_s=min_floor_s,
         )
     finally:
         await asyncio.gather(*(u.close() for u in clients), return_exceptions=True)
@@ -340,11 +388,43 @@ def evaluate(m: Measurement) -> Outcome:
         ("per-member latency median / p90 / max", _spread(latencies)),
     ]
     details += [(f"  {phase} (median / p90 / max)", _spread(v)) for phase, v in phases.items()]
+    bot_events = [a.bot_events for a in m.burst]
+    stored = m.users * m.floor_events_per_room
+    floor_ratio = m.floor_s / single
+    min_floor_ratio = m.min_floor_s / single
     details += [
+        (
+            "bot events per answer (placeholder + edits)",
+            f"{statistics.mean(bot_events):.2f} (min {min(bot_events)}, max {max(bot_events)})",
+        ),
         ("homeserver CPU during the burst", f"{m.synapse_cpu_s:.2f} s"),
         ("bench process CPU (bot+clients+stub)", f"{m.own_cpu_s:.2f} s"),
+        ("homeserver CPU while idle", f"{m.synapse_idle_cpu:.2f} s per s"),
         ("bot rate-limited by homeserver", str(m.bot_rate_limited)),
+        (
+            f"homeserver floor: {m.users} x {m.floor_events_per_room} messages at once, no bot",
+            f"{m.floor_s:.3f} s ({stored / m.floor_s:.0f} events/s, CPU "
+            f"{m.floor_synapse_cpu_s:.2f} s)",
+        ),
+        ("homeserver floor / single", f"{floor_ratio:.3f}"),
+        (f"  same with {m.users} x 2 messages (least an answer costs)", seconds(m.min_floor_s)),
+        ("  least floor / single", f"{min_floor_ratio:.3f}"),
     ]
+    notes = []
+    if min_floor_ratio > TARGET:
+        notes.append(
+            f"the homeserver alone needs {min_floor_ratio:.1f}x the single time to store just a "
+            f"question and a one-message answer for {m.users} members ({floor_ratio:.1f}x for "
+            f"this burst's {m.floor_events_per_room} events each): the target cannot be met "
+            "against this homeserver on this machine, whatever the bot does; the stub's "
+            "requests in flight and the phases show whether the bot itself made requests wait"
+        )
+    elif floor_ratio > TARGET:
+        notes.append(
+            f"the homeserver alone needs {floor_ratio:.1f}x the single time to store this "
+            f"burst's {m.floor_events_per_room} events per member, {min_floor_ratio:.1f}x for "
+            "a question and a one-message answer: fewer events per answer would fit the target"
+        )
     return Outcome(
         name=NAME,
         metric=f"all-{m.users} / single",
@@ -352,6 +432,7 @@ def evaluate(m: Measurement) -> Outcome:
         limit=TARGET,
         details=details,
         notes=[
+            *notes,
             f"stub latency {LATENCY_S:g} s, {CHUNK_DELAY_S:g} s between streamed words; the bot, "
             f"the {m.users} members' clients and the stub share this process's event loop, "
             "Synapse (SQLite) runs beside it",

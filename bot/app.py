@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 from nio import ProfileGetDisplayNameResponse, RoomResolveAliasResponse
@@ -15,6 +16,7 @@ from nio import ProfileGetDisplayNameResponse, RoomResolveAliasResponse
 from bot.commands.catalog import all_commands
 from bot.commands.executor import CommandExecutor
 from bot.commands.services import LoginSettings, Services
+from bot.community.announcements import Announcements
 from bot.community.audit import AuditLog
 from bot.community.chat import ChatService, ChatSettings
 from bot.community.identity import IdentityService
@@ -27,6 +29,7 @@ from bot.community.users import UserService
 from bot.community.welcome import WelcomeService
 from bot.config import Config
 from bot.errors import OperatorError
+from bot.jobs import Jobs, schedule_jobs
 from bot.llm.openai_compatible import OpenAICompatibleModel
 from bot.matrix.chat_relay import ChatRelay
 from bot.matrix.client import CONNECT_ERRORS, build_client, log_in
@@ -97,8 +100,11 @@ class BotApp:
         *,
         long_poll_ms: int | None = None,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        job_poll_s: float = 5.0,
     ) -> None:
         self.config = config
+        self._job_poll_s = job_poll_s
+        self.jobs: Jobs | None = None
         self._shutdown_grace_s = shutdown_grace_s
         self.db = Database(config.database.url)
         self.ready = asyncio.Event()
@@ -223,6 +229,12 @@ class BotApp:
             rooms=await self._resolve_rooms(client, cfg.welcome.rooms, "welcome.rooms"),
             template=cfg.welcome.message,
         )  # fmt: skip
+        announcements = Announcements(
+            self.db,
+            ZoneInfo(cfg.scheduler.timezone),
+            timedelta(seconds=cfg.scheduler.missed_run_grace_seconds),
+        )
+        moderation = Moderation(self.db, room_actions, users, me)
         services = Services(
             users=users,
             audit=AuditLog(self.db),
@@ -231,8 +243,9 @@ class BotApp:
             login_links=login_links,
             login=login_settings,
             members=MemberAdmin(self.db, cfg.roles.admins, me),
-            moderation=Moderation(self.db, room_actions, users, me),
+            moderation=moderation,
             welcome=welcome,
+            announcements=announcements,
             bot_user_id=me,
         )
         executor = CommandExecutor(
@@ -268,6 +281,7 @@ class BotApp:
         )  # fmt: skip
         self.courier = OutboxCourier(outbox, sender, direct)
         tasks = [asyncio.create_task(sync.run(), name="sync")]
+        jobs = self.jobs = Jobs()
         try:
             if not await self._until_stopped(asyncio.create_task(sync.ready.wait()), tasks):
                 return
@@ -276,8 +290,18 @@ class BotApp:
             log.info("bot.ready", user_id=me, device_id=client.device_id)
             # Work a previous run claimed but was stopped before finishing.
             await dispatcher.resume_unfinished(started - RESUME_WINDOW, before=started)
+            reminder = cfg.welcome.reminder_after_seconds
+            schedule_jobs(
+                jobs, announcements=announcements, moderation=moderation, login_links=login_links,
+                welcome=welcome, send_login_link=welcomer.send_login_link,
+                reminder_after=timedelta(seconds=reminder) if reminder else None,
+                chat=chat, retention_days=cfg.gpt.history_retention_days, ledger=ledger,
+                announcement_poll_s=self._job_poll_s,
+            )  # fmt: skip
+            jobs.start()
             await self._until_stopped(None, tasks)
         finally:
+            jobs.stop()
             for task in tasks:
                 task.cancel()
             for task in tasks:

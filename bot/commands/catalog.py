@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.commands import chat, general, identity, members, moderation, welcome
+from bot.commands import announcements, chat, general, identity, members, moderation, welcome
 from bot.commands.registry import Registry, merge
 
 
@@ -14,4 +14,5 @@ def all_commands() -> Registry:
         members.registry,
         moderation.registry,
         welcome.registry,
+        announcements.registry,
     )

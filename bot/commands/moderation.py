@@ -19,17 +19,15 @@ WHERE = [
 PAST = {"kick": "kicked", "ban": "banned", "unban": "unbanned"}
 
 
-def report(action: str, target: str, outcomes: list[RoomOutcome]) -> Reply:
-    done = [o for o in outcomes if o.ok]
-    failed = [o for o in outcomes if not o.ok]
-    who = escape_markdown(target)
+def report_rooms(done_text: str, outcomes: list[RoomOutcome]) -> Reply:
+    """`done_text` + the rooms where it worked, then one line per room where it did not."""
     if not outcomes:
-        return Reply("I moderate no rooms, so there was nothing to do.")
+        return Reply("I am in no community room, so there was nothing to do.")
+    done = [o for o in outcomes if o.ok]
     lines = []
     if done:
-        names = ", ".join(escape_markdown(o.room_name) for o in done)
-        lines.append(f"{who} {PAST[action]} in {names}.")
-    lines += [f"⚠️ {escape_markdown(o.problem or '')}" for o in failed]
+        lines.append(f"{done_text} {', '.join(escape_markdown(o.room_name) for o in done)}.")
+    lines += [f"⚠️ {escape_markdown(o.problem or '')}" for o in outcomes if not o.ok]
     return Reply("\n\n".join(lines))
 
 
@@ -48,7 +46,7 @@ async def _sanction(ctx: CommandContext, args: Args, action: str) -> Reply:
         )
     except (Refused, RoomActionError) as problem:
         return Reply.error(str(problem))
-    return report(action, args.user, outcomes)
+    return report_rooms(f"{escape_markdown(args.user)} {PAST[action]} in", outcomes)
 
 
 @registry.command(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.community.announcements import Announcements
 from bot.community.audit import AuditLog
 from bot.community.chat import ChatService
 from bot.community.identity import IdentityService
@@ -40,4 +41,5 @@ class Services:
     members: MemberAdmin
     moderation: Moderation
     welcome: WelcomeService
+    announcements: Announcements
     bot_user_id: str

@@ -66,7 +66,7 @@ class RunningBot:
         return load_config(self.config_path)
 
     async def start(self, ready_timeout: float = 30) -> None:
-        self.app = BotApp(self.config, long_poll_ms=2_000)
+        self.app = BotApp(self.config, long_poll_ms=2_000, job_poll_s=0.5)
         self.task = asyncio.create_task(self.app.run())
         self.runs += 1
         ready = asyncio.create_task(self.app.ready.wait())

@@ -52,6 +52,7 @@ async def setup(tmp_path):
         members=None,  # type: ignore[arg-type]
         moderation=None,  # type: ignore[arg-type]
         welcome=None,  # type: ignore[arg-type]
+        announcements=None,  # type: ignore[arg-type]
         bot_user_id="@bot:x",
     )
     executor = CommandExecutor(

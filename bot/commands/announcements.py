@@ -1,0 +1,128 @@
+"""Announcements: now, or on a schedule kept across restarts."""
+
+from __future__ import annotations
+
+import re
+
+from bot.commands.context import CommandContext
+from bot.commands.moderation import report_rooms
+from bot.commands.registry import Arg, Args, Kind, Registry, UsageError, parse_room
+from bot.commands.reply import Reply
+from bot.community.announcements import EVERY_ROOM
+from bot.community.markdown import code_span, escape_markdown
+from bot.community.moderation import RoomActionError
+from bot.community.roles import Role
+from bot.community.schedules import ScheduleError, parse_schedule, parse_when
+from bot.store.models import utcnow
+
+registry = Registry()
+
+WHEN_FORMS = "`in 2h`, `at 2026-12-24 18:00`, `every day 08:30`, `every monday 09:00`"
+
+
+async def _rooms(ctx: CommandContext, target: str) -> list[str]:
+    actions = ctx.services.moderation.actions
+    return actions.moderated_rooms() if target == EVERY_ROOM else [await actions.resolve(target)]
+
+
+def _target(word: str) -> str:
+    return EVERY_ROOM if word.lower() == EVERY_ROOM else parse_room(word)
+
+
+@registry.command(
+    "announce",
+    help="Post a message now, in one room or in every community room I am in.",
+    role=Role.MODERATOR,
+    args=[Arg("room", metavar="#room|!id|all"), Arg("message", Kind.TEXT)],
+    area="community",
+)
+async def announce(ctx: CommandContext, args: Args) -> Reply:
+    try:
+        rooms = await _rooms(ctx, _target(args.room))
+    except (UsageError, RoomActionError) as problem:
+        return Reply.error(f"{problem}. Usage: `{ctx.prefix}announce <#room|!id|all> <message…>`")
+    outcomes = await ctx.services.moderation.announce(ctx.sender, rooms, args.message)
+    return report_rooms("Announced in", outcomes)
+
+
+@registry.command(
+    "schedule",
+    help="Post a message later or regularly: " + WHEN_FORMS + ".",
+    role=Role.MODERATOR,
+    args=[Arg("plan", Kind.TEXT, metavar="when> <#room|!id|all> <message")],
+    area="community",
+    details=f"Times are in the bot's time zone. Forms: {WHEN_FORMS}, `every weekday 09:00`, `every 2h`.",
+)
+async def schedule(ctx: CommandContext, args: Args) -> Reply:
+    usage = f"Usage: `{ctx.prefix}schedule <when> <#room|!id|all> <message…>`"
+    announcements = ctx.services.announcements
+    words = args.plan.split()
+    try:
+        plan, used = parse_when(words, utcnow(), announcements.tz)
+    except ScheduleError as problem:
+        return Reply.error(f"{problem}. {usage}")
+    if len(words) < used + 2:
+        return Reply.error(f"Say where and what after the time. {usage}")
+    try:
+        target = _target(words[used])
+        if target != EVERY_ROOM:
+            target = await ctx.services.moderation.actions.resolve(target)
+    except (UsageError, RoomActionError) as problem:
+        return Reply.error(f"{problem}. {usage}")
+    # The message as typed (line breaks kept): everything after the room word.
+    match = re.match(
+        r"\s*" + r"\s+".join(re.escape(w) for w in words[: used + 1]) + r"\s+", args.plan
+    )
+    message = args.plan[match.end() :].strip() if match else " ".join(words[used + 1 :])
+    planned = await announcements.plan(ctx.sender, target, message, plan, room_id=ctx.room_id)
+    where = (
+        "every community room"
+        if target == EVERY_ROOM
+        else ctx.services.moderation.actions.room_name(target)
+    )
+    return Reply(
+        f"Scheduled #{planned.id}: {plan.describe(announcements.tz)}, in {escape_markdown(where)}. "
+        f"`{ctx.prefix}unschedule {planned.id}` cancels it."
+    )
+
+
+@registry.command(
+    "schedules", help="List scheduled announcements.", role=Role.MODERATOR, area="community"
+)
+async def schedules(ctx: CommandContext, args: Args) -> Reply:
+    announcements = ctx.services.announcements
+    items = await announcements.active()
+    if not items:
+        return Reply("Nothing is scheduled.")
+    lines = ["**Scheduled announcements:**", ""]
+    tz = announcements.tz
+    for item in items:
+        when = parse_schedule(item.schedule, utcnow(), tz).describe(tz)
+        where = (
+            "all rooms"
+            if item.target == EVERY_ROOM
+            else ctx.services.moderation.actions.room_name(item.target)
+        )
+        nxt = (
+            item.next_run_at.astimezone(tz).strftime("%Y-%m-%d %H:%M") if item.next_run_at else "—"
+        )
+        preview = item.body if len(item.body) <= 60 else item.body[:57] + "…"
+        lines.append(
+            f"- #{item.id} {when}, in {escape_markdown(where)}, next {nxt}: {code_span(preview)}"
+        )
+    return Reply("\n".join(lines))
+
+
+@registry.command(
+    "unschedule",
+    help="Cancel a scheduled announcement.",
+    role=Role.MODERATOR,
+    args=[Arg("id", Kind.INT, help="its number, as !schedules shows it")],
+    area="community",
+)
+async def unschedule(ctx: CommandContext, args: Args) -> Reply:
+    if await ctx.services.announcements.cancel(args.id, ctx.sender, room_id=ctx.room_id):
+        return Reply(f"Cancelled #{args.id}.")
+    return Reply.error(
+        f"There is no scheduled announcement #{args.id}. `{ctx.prefix}schedules` lists them."
+    )
