@@ -32,7 +32,7 @@ from bot.matrix.direct import DirectMessenger
 from bot.matrix.invites import InvitePolicy
 from bot.matrix.render import message_content
 from bot.matrix.sender import Sender, SendError
-from bot.matrix.triggers import find_trigger
+from bot.matrix.triggers import find_trigger, resolve_pills
 from bot.matrix.welcomer import Welcomer
 from bot.store.events import EventLedger
 
@@ -244,6 +244,7 @@ class Dispatcher:
             thread_root=thread_root,
         )
         if command is not None:
+            command = resolve_pills(command, content)
             # Commands of one room run one after another, so replies come in command order.
             self._queue_in_room(
                 room_id, self._finishing(message, self._run_command(command, message))

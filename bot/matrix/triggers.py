@@ -48,3 +48,27 @@ def find_trigger(
     if text.startswith(prefix):
         return Trigger(text[len(prefix) :], prefixed=True, mentioned=True)
     return Trigger(text, prefixed=False, mentioned=True)
+
+
+_PILL_LINK = re.compile(
+    r"""<a\s+href=["']https://matrix\.to/#/((?:@|%40)[^"'/?\s]+)[^"']*["'][^>]*>(.*?)</a>""",
+    re.IGNORECASE | re.DOTALL,
+)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def resolve_pills(text: str, content: dict[str, Any]) -> str:
+    """Element puts a mention's display name in `body` and the MXID only in the pill's link in
+    `formatted_body`: give commands the MXID, so `!kick Bob` means the Bob that was clicked."""
+    formatted = content.get("formatted_body")
+    if not isinstance(formatted, str):
+        return text
+    from html import unescape
+    from urllib.parse import unquote
+
+    for raw_mxid, raw_label in _PILL_LINK.findall(formatted):
+        mxid = unquote(raw_mxid)
+        label = unescape(_TAG.sub("", raw_label)).strip()
+        if label and label != mxid and label in text:
+            text = text.replace(label, mxid, 1)
+    return text

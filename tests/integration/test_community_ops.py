@@ -153,7 +153,12 @@ async def test_kick_ban_unban_invite_take_effect_on_the_homeserver(synapse, tmp_
                 f"⚠️ {admin.user_id} is admin, which outranks you (moderator)."
             )
 
-            kicked = await m.ask(room, f"!kick {member.user_id} flooding", sender=bot.user_id)
+            # As Element sends a mention: the display name in body, the MXID only in the pill.
+            command = await m.send_text(
+                room, "!kick Troll flooding",
+                formatted_body=f'!kick <a href="https://matrix.to/#/{member.user_id}">Troll</a> flooding',
+            )  # fmt: skip
+            kicked = await m.wait_for_message(room, sender=bot.user_id, after_event_id=command)
             assert body(kicked) == f"{member.user_id} kicked in community."
             leave = await a.wait_for_membership(room, member.user_id, "leave", timeout=10)
             assert leave["content"].get("reason") == "flooding"

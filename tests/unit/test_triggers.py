@@ -50,3 +50,18 @@ def test_invite_policy():
     assert policy.allows("@root:other.org")
     assert not policy.allows("@mallory:example.org")
     assert not policy.allows("@x:untrusted.org")
+
+
+def test_pills_in_commands_become_mxids():
+    from bot.matrix.triggers import resolve_pills
+
+    content = {
+        "body": "!kick Bob Smith being rude",
+        "formatted_body": '!kick <a href="https://matrix.to/#/@bob:example.org">Bob Smith</a> being rude',
+    }
+    assert resolve_pills("kick Bob Smith being rude", content) == "kick @bob:example.org being rude"
+    encoded = {
+        "formatted_body": '<a href="https://matrix.to/#/%40eve%3Aexample.org?via=x">Eve &amp; co</a>'
+    }
+    assert resolve_pills("user Eve & co", encoded) == "user @eve:example.org"
+    assert resolve_pills("ping", {"body": "!ping"}) == "ping"
