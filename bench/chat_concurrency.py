@@ -178,7 +178,7 @@ class Measurement:
     users: int
     setup: Setup
     warmup: float
-    singles: list[float]
+    singles: list[Answer]
     burst_wall: float
     burst: list[Answer]
     stub_timings: dict[str, tuple[float, float]]
@@ -285,7 +285,7 @@ async def measure(workdir: Path, users: int = USERS) -> Measurement:
         for i in range(SINGLE_RUNS):
             await asyncio.sleep(0.5)  # let the previous turn finish (commit, typing off)
             member = members[(i + 1) % len(members)]
-            singles.append((await ask(member, bot_id, f"single {i + 1}: {QUESTION}")).latency)
+            singles.append(await ask(member, bot_id, f"single {i + 1}: {QUESTION}"))
 
         # Everyone at once (after a quiet moment, which measures the homeserver's idle load).
         await asyncio.sleep(1.0)
@@ -293,7 +293,6 @@ async def measure(workdir: Path, users: int = USERS) -> Measurement:
         await asyncio.sleep(2.0)
         idle_cpu = (cpu_seconds(synapse_pid) - idle_cpu) / (time.monotonic() - idle_started)
         stub.clear()
-        stub.timings.clear()
         synapse_cpu = cpu_seconds(synapse_pid)
         own_cpu = time.process_time()
         started = time.monotonic()
@@ -348,29 +347,39 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} / {percentile(values, 90):.3f} / {max(values):.3f} s"
 
 
-def evaluate(m: Measurement) -> Outcome:
-    single = statistics.median(m.singles)
-    ratio = m.burst_wall / single
-    latencies = [a.latency for a in m.burst]
-    # Where an answer's time goes, from the homeserver's timestamps and the stub's clock.
+def _phases(
+    answers: list[Answer], stub_timings: dict[str, tuple[float, float]]
+) -> dict[str, list[float]]:
+    """Where each answer's time went, from the homeserver's timestamps and the stub's clock."""
     phases: dict[str, list[float]] = {
         "question sent -> stored by homeserver": [],
-        "stored -> bot's request reaches the stub": [],
+        "stored -> bot's placeholder stored": [],
+        "placeholder stored -> request reaches the stub": [],
         "stub: 1 s latency + streaming": [],
         "stub done -> final edit stored": [],
         "final edit stored -> seen by member": [],
     }
-    for a in m.burst:
-        arrived, done = m.stub_timings.get(a.question, (float("nan"), float("nan")))
+    for a in answers:
+        arrived, done = stub_timings.get(a.question, (float("nan"), float("nan")))
         values = (
             a.question_ts - a.sent_wall,
-            arrived - a.question_ts,
+            a.placeholder_ts - a.question_ts,
+            arrived - a.placeholder_ts,
             done - arrived,
             a.final_ts - done,
             a.seen_wall - a.final_ts,
         )
         for phase, value in zip(phases, values, strict=True):
             phases[phase].append(value)
+    return phases
+
+
+def evaluate(m: Measurement) -> Outcome:
+    single = statistics.median(a.latency for a in m.singles)
+    ratio = m.burst_wall / single
+    latencies = [a.latency for a in m.burst]
+    single_phases = _phases(m.singles, m.stub_timings)
+    burst_phases = _phases(m.burst, m.stub_timings)
     s = m.setup
     details = [
         (f"setup total ({m.users} members)", seconds(s.total_s)),
@@ -380,14 +389,18 @@ def evaluate(m: Measurement) -> Outcome:
         ("  log in clients (first sync)", seconds(s.login_s)),
         ("  open DMs (bot joined)", seconds(s.dm_s)),
         ("warm-up question (not counted)", seconds(m.warmup)),
-        ("single runs", ", ".join(f"{v:.3f}" for v in m.singles) + " s"),
+        ("single runs", ", ".join(f"{a.latency:.3f}" for a in m.singles) + " s"),
         ("single (median)", seconds(single)),
         (f"all-{m.users} wall time", seconds(m.burst_wall)),
         (f"ratio all-{m.users} / single", f"{ratio:.3f}"),
         ("stub peak requests in flight", f"{m.peak_inflight} of {m.users}"),
         ("per-member latency median / p90 / max", _spread(latencies)),
+        (f"phases of an answer: single | all-{m.users} median / p90 / max", ""),
     ]
-    details += [(f"  {phase} (median / p90 / max)", _spread(v)) for phase, v in phases.items()]
+    details += [
+        (f"  {phase}", f"{statistics.median(single_phases[phase]):.3f} | {_spread(values)}")
+        for phase, values in burst_phases.items()
+    ]
     bot_events = [a.bot_events for a in m.burst]
     stored = m.users * m.floor_events_per_room
     floor_ratio = m.floor_s / single
@@ -437,7 +450,8 @@ def evaluate(m: Measurement) -> Outcome:
             f"the {m.users} members' clients and the stub share this process's event loop, "
             "Synapse (SQLite) runs beside it",
             "phases use wall-clock stamps from the homeserver (ms) and this process; "
-            "'stored -> stub' includes the bot's sync, access checks and the placeholder",
+            "'stored -> placeholder' is the bot's sync, claim, access checks, typing notice and "
+            "placeholder send: the bot asks the model only once the placeholder is stored",
         ],
     )
 
