@@ -181,3 +181,38 @@ async def test_a_schedule_fires_once_and_schedules_survive_a_restart(synapse, tm
             audit = body(await o.ask(room, "!audit 10", sender=bot.user_id))
             for action in ("`schedule`", "`unschedule`", "`announce`"):
                 assert action in audit
+
+
+async def test_welcome_settings_per_room(synapse, tmp_path):
+    owner, member = synapse.fresh_account("owner"), synapse.fresh_account("member")
+    async with running_bot(synapse, tmp_path, admins=[owner.user_id], extra=FAKE_SSO) as bot:
+        async with (
+            await TestUser.login(synapse.base_url, owner) as o,
+            await TestUser.login(synapse.base_url, member) as m,
+        ):
+            room = await group_room(o, bot.user_id, member.user_id, name="Garden")
+            await m.join(room)
+            refused = await m.ask(room, "!welcome on", sender=bot.user_id)
+            assert body(refused).startswith("⚠️ I don't know the command `!welcome`")
+            shown = await o.ask(room, "!welcome show", sender=bot.user_id)
+            assert body(shown) == (
+                "Welcomes in this room: **off**. "
+                "Template (from the config): `Welcome {mention} to {room}! {login_hint}`"
+            )
+            bad = await o.ask(room, "!welcome set Hi {nickname}", sender=bot.user_id)
+            assert (
+                body(bad)
+                == "⚠️ The template may only use {name}, {mention}, {room}, {login_hint} in braces."
+            )
+            await o.ask(room, "!welcome set Hello {name}, this is {room}.", sender=bot.user_id)
+            test = await o.ask(room, "!welcome test", sender=bot.user_id)
+            assert (
+                body(test)
+                == f"This is how a newcomer would be greeted:\n\nHello {owner.user_id}, this is Garden."
+            )
+            assert (
+                body(await o.ask(room, "!welcome off", sender=bot.user_id))
+                == "Welcomes are now **off** in this room."
+            )
+            audit = body(await o.ask(room, "!audit 5", sender=bot.user_id))
+            assert "`welcome.settings`" in audit
