@@ -352,12 +352,12 @@ def _phases(
 ) -> dict[str, list[float]]:
     """Where each answer's time went, from the homeserver's timestamps and the stub's clock."""
     phases: dict[str, list[float]] = {
-        "question sent -> stored by homeserver": [],
-        "stored -> bot's placeholder stored": [],
-        "placeholder stored -> request reaches the stub": [],
+        "question sent -> created by the homeserver": [],
+        "question created -> bot's placeholder created": [],
+        "placeholder created -> request reaches the stub": [],
         "stub: 1 s latency + streaming": [],
-        "stub done -> final edit stored": [],
-        "final edit stored -> seen by member": [],
+        "stub done -> final edit created": [],
+        "final edit created -> seen by the member": [],
     }
     for a in answers:
         arrived, done = stub_timings.get(a.question, (float("nan"), float("nan")))
@@ -449,9 +449,10 @@ def evaluate(m: Measurement) -> Outcome:
             f"stub latency {LATENCY_S:g} s, {CHUNK_DELAY_S:g} s between streamed words; the bot, "
             f"the {m.users} members' clients and the stub share this process's event loop, "
             "Synapse (SQLite) runs beside it",
-            "phases use wall-clock stamps from the homeserver (ms) and this process; "
-            "'stored -> placeholder' is the bot's sync, claim, access checks, typing notice and "
-            "placeholder send: the bot asks the model only once the placeholder is stored",
+            "phases use wall-clock stamps: the homeserver's origin_server_ts (when it created an "
+            "event, before storing it), the stub's and this process's clocks; 'question -> "
+            "placeholder' is the bot's sync, claim, access checks, typing notice and placeholder "
+            "send; the bot asks the model only once the homeserver has answered that send",
         ],
     )
 

@@ -33,6 +33,7 @@ from bot.jobs import Jobs, schedule_jobs
 from bot.llm.openai_compatible import OpenAICompatibleModel
 from bot.matrix.chat_relay import ChatRelay
 from bot.matrix.client import CONNECT_ERRORS, build_client, log_in
+from bot.matrix.cross_signing import CrossSigning, CrossSigningError
 from bot.matrix.direct import DirectMessenger
 from bot.matrix.dispatch import Dispatcher
 from bot.matrix.invites import InvitePolicy
@@ -190,6 +191,16 @@ class BotApp:
             raise OperatorError(f"matrix.admin_room {room} does not resolve: {response.message}")
         return response.room_id
 
+    async def _cross_sign(self, client: Any) -> None:
+        """Cross-sign the bot's device; trouble here is logged, the bot works on regardless."""
+        cfg = self.config
+        signer = CrossSigning(cfg.matrix.homeserver, client.user_id, client.device_id,
+                              client.access_token, cfg.data.dir)  # fmt: skip
+        try:
+            await signer.ensure(_secret(cfg.matrix.password))
+        except (CrossSigningError, *CONNECT_ERRORS) as problem:
+            log.error("crypto.cross_signing_failed", error=str(problem))
+
     async def _resolve_rooms(self, client: Any, rooms: Sequence[str], what: str) -> list[str]:
         """Room ids for configured ids or aliases; an alias that does not resolve is logged."""
         resolved = []
@@ -276,7 +287,7 @@ class BotApp:
         if isinstance(profile, ProfileGetDisplayNameResponse):
             dispatcher.display_name = profile.displayname
         sync = SyncLoop(
-            client, ledger, dispatcher, encryption=cfg.matrix.encryption,
+            client, ledger, dispatcher, encryption=cfg.matrix.encryption, trust=cfg.matrix.trust,
             **({"long_poll_ms": self._long_poll_ms} if self._long_poll_ms else {}),
         )  # fmt: skip
         self.courier = OutboxCourier(outbox, sender, direct)
@@ -285,6 +296,8 @@ class BotApp:
         try:
             if not await self._until_stopped(asyncio.create_task(sync.ready.wait()), tasks):
                 return
+            if cfg.matrix.encryption:  # the device's keys went up with the first sync
+                await self._cross_sign(client)
             tasks.append(asyncio.create_task(self.courier.run(), name="outbox"))
             self.ready.set()
             log.info("bot.ready", user_id=me, device_id=client.device_id)

@@ -178,6 +178,9 @@ class MatrixSettings(Section):
     device_name: str = "community-bot"
     command_prefix: str = "!"
     encryption: bool = True
+    # "tofu": trust each device the first time it is seen, and keep its first keys (a change is
+    # logged as a warning and not followed). "all": share keys with every device, unverified too.
+    trust: Literal["tofu", "all"] = "tofu"
     admin_room: str | None = None
     # Users (@user:server) or whole servers (example.org) whose invites the bot accepts.
     # The admins in [roles] are always allowed, whatever this list says.

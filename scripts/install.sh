@@ -4,6 +4,7 @@
 #   .cache/synapse-venv  Synapse from PyPI, in a virtualenv of its own
 #   system packages      PostgreSQL server binaries, Node.js and Chromium (apt), when missing
 #   tests/harness/oidc_provider/node_modules  node-oidc-provider for the OpenID tests (npm ci)
+#   tests/harness/js_client/node_modules      matrix-js-sdk + Rust crypto for the E2EE tests (npm ci)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,4 +60,21 @@ if [ ! -f "$OIDC_DIR/node_modules/.installed" ] || [ "$(cat "$OIDC_DIR/node_modu
         exit 1
     fi
     echo "$want" > "$OIDC_DIR/node_modules/.installed"
+fi
+
+# matrix-js-sdk with its Rust crypto (wasm, inside the npm package): the Element-grade client of the
+# E2EE tests, exactly as package-lock.json pins it. npm's EBADENGINE warnings (the SDK declares
+# node >= 22) are hidden by --loglevel=error; client.mjs polyfills what Node 20 lacks.
+JS_CLIENT_DIR=tests/harness/js_client
+want=$(stamp_of "$JS_CLIENT_DIR/package.json" "$JS_CLIENT_DIR/package-lock.json")
+if [ ! -f "$JS_CLIENT_DIR/node_modules/.installed" ] || [ "$(cat "$JS_CLIENT_DIR/node_modules/.installed")" != "$want" ]; then
+    echo "install: matrix-js-sdk ($JS_CLIENT_DIR/node_modules)"
+    (cd "$JS_CLIENT_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    # Fail here, not later: the client prints its "ready" line once the SDK is loaded, then exits
+    # when stdin closes.
+    if ! out=$(cd "$JS_CLIENT_DIR" && node client.mjs </dev/null 2>&1) || [[ "$out" != *'"event":"ready"'* ]]; then
+        echo "$out" >&2
+        exit 1
+    fi
+    echo "$want" > "$JS_CLIENT_DIR/node_modules/.installed"
 fi

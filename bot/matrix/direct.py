@@ -4,6 +4,7 @@ is a private room holding just the two of them: a public room never is, whatever
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import structlog
@@ -13,6 +14,8 @@ from bot.store.direct_rooms import DirectRooms
 
 log = structlog.get_logger(__name__)
 
+JOIN_GRACE_S = 2.0
+
 
 class DirectMessenger:
     def __init__(self, client: AsyncClient, rooms: DirectRooms, *, encryption: bool) -> None:
@@ -20,6 +23,7 @@ class DirectMessenger:
         self._rooms = rooms
         self._encryption = encryption
         self._opened: set[str] = set()  # created here; the next sync has not shown them yet
+        self._joins_seen: dict[tuple[str, str], float] = {}
 
     @staticmethod
     def _private_pair(room: MatrixRoom, mxid: str) -> bool:
@@ -33,6 +37,22 @@ class DirectMessenger:
     def is_direct(self, room_id: str, sender: str) -> bool:
         room = self._client.rooms.get(room_id)
         return room is not None and self._private_pair(room, sender)
+
+    def awaiting_join(self, room_id: str, mxid: str) -> bool:
+        """An encrypted room where `mxid` is only invited: their devices get the room key only
+        once they join, so a message sent now would be unreadable to them. Just after they join,
+        their client still needs a moment to fetch the bot's device keys: wait a little more."""
+        room = self._client.rooms.get(room_id)
+        if room is None:
+            return room_id in self._opened and self._encryption
+        if not room.encrypted:
+            return False
+        if mxid in room.invited_users or mxid not in room.users:
+            return True
+        if room_id not in self._opened:
+            return False  # a room they were in before: no fresh join to wait for
+        seen = self._joins_seen.setdefault((room_id, mxid), time.monotonic())
+        return time.monotonic() - seen < JOIN_GRACE_S
 
     async def remember(self, mxid: str, room_id: str) -> None:
         await self._rooms.put(mxid, room_id)

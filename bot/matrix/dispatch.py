@@ -22,12 +22,14 @@ from nio import (
     RoomMessageText,
     SyncResponse,
 )
+from nio.exceptions import EncryptionError, LocalProtocolError
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.commands.executor import CommandExecutor, Message
 from bot.commands.reply import Reply
 from bot.community.chat import ChatTurn
 from bot.matrix.chat_relay import ChatRelay
+from bot.matrix.client import CONNECT_ERRORS
 from bot.matrix.direct import DirectMessenger
 from bot.matrix.invites import InvitePolicy
 from bot.matrix.render import message_content
@@ -37,6 +39,8 @@ from bot.matrix.welcomer import Welcomer
 from bot.store.events import EventLedger
 
 log = structlog.get_logger(__name__)
+
+KEY_WAIT_S = 10.0  # how long a missing room key may take to arrive before the sender is told
 
 
 def _thread_root(content: dict[str, Any]) -> str | None:
@@ -69,6 +73,7 @@ class Dispatcher:
         self._client = client
         self._relay = relay
         self._welcomer = welcomer
+        self.key_wait_s = KEY_WAIT_S
         self._ledger = ledger
         self._executor = executor
         self._sender = sender
@@ -104,6 +109,8 @@ class Dispatcher:
                         await self._on_redaction(event)
                     elif isinstance(event, RoomMemberEvent):
                         await self._on_member(room_id, event)
+                    elif isinstance(event, MegolmEvent):
+                        await self._on_undecryptable(room_id, event)
 
     @contextlib.asynccontextmanager
     async def _isolated(self, room_id: str, event_id: str | None) -> AsyncIterator[None]:
@@ -170,6 +177,57 @@ class Dispatcher:
     def _sender_name(self, room_id: str, sender: str) -> str | None:
         room = self._client.rooms.get(room_id)
         return room.user_name(sender) if room is not None else None
+
+    async def _on_undecryptable(self, room_id: str, event: MegolmEvent) -> None:
+        """A message nio could not decrypt: ask for the key, give it a moment, and if it does
+        not come, tell the sender (in words they can read) what to do. Never leave the room."""
+        if not await self._ledger.claim(event.event_id, room_id):
+            return
+        message = Message(
+            sender=event.sender, room_id=room_id, event_id=event.event_id,
+            is_direct=self._direct.is_direct(room_id, event.sender),
+            origin_server_ts=event.server_timestamp,
+        )  # fmt: skip
+        self._spawn(self._finishing(message, self._recover(room_id, event, message)))
+
+    async def _recover(self, room_id: str, event: MegolmEvent, message: Message) -> None:
+        bound = log.bind(room_id=room_id, event_id=event.event_id)
+        bound.warning("crypto.undecryptable", sender=event.sender, device_id=event.device_id,
+                      session_id=event.session_id)  # fmt: skip
+        try:
+            await self._client.request_room_key(event)
+        except LocalProtocolError:
+            pass  # already asked for this session
+        except CONNECT_ERRORS as problem:
+            bound.warning("crypto.key_request_failed", error=str(problem))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.key_wait_s
+        while loop.time() < deadline:
+            await asyncio.sleep(0.5)
+            try:
+                decrypted = self._client.decrypt_event(event)
+            except (EncryptionError, ValueError):
+                continue
+            if isinstance(decrypted, RoomMessageText):
+                bound.info("crypto.decrypted_late")
+                await self._on_text(room_id, decrypted, resumed=True)
+            return
+        p = self._prefix
+        text = (
+            "⚠️ I could not decrypt your message: your app did not share its encryption keys with "
+            f"my session ({self._client.device_id}). Please send it again. If this keeps happening, "
+            "make sure your app sends to unverified sessions, or verify my session; "
+            f"`{p}help` works in any case."
+        )
+        content = message_content(text, reply_to=event.event_id)
+        try:
+            if message.is_direct:
+                await self._sender.send_plaintext(room_id, content)
+            else:
+                dm = await self._direct.room_for(event.sender)
+                await self._sender.send_plaintext(dm, message_content(text))
+        except (SendError, RuntimeError) as problem:
+            bound.error("crypto.help_not_sent", error=str(problem))
 
     async def _on_member(self, room_id: str, event: RoomMemberEvent) -> None:
         """A real join (not a profile change, not the bot) may be a newcomer to greet."""

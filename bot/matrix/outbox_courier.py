@@ -64,6 +64,8 @@ class OutboxCourier:
     async def _deliver(self, message: PendingMessage) -> bool:
         try:
             room_id = message.room_id or await self._direct.room_for(message.recipient or "")
+            if message.recipient and self._direct.awaiting_join(room_id, message.recipient):
+                return False  # not a failure: delivered once they accept the invite
             # The same transaction id on every attempt: a resend after a crash is not a duplicate.
             await self._sender.send(room_id, message_content(message.body), txn_id=message.key)
         except Exception as problem:  # one bad message must not stop the others

@@ -9,12 +9,15 @@ from collections import defaultdict
 from typing import Any
 
 import structlog
-from nio import AsyncClient, ErrorResponse, RoomSendResponse
+from nio import Api, AsyncClient, ErrorResponse, RoomSendResponse
+from nio.exceptions import LocalProtocolError
 
 from bot.matrix.client import CONNECT_ERRORS
 from bot.matrix.render import edit_content
 
 log = structlog.get_logger(__name__)
+
+ROOM_WAIT_S = 15.0
 
 
 class SendError(Exception):
@@ -46,7 +49,39 @@ class Sender:
         """Send and return the event id, in the order calls were made for this room. A stable
         `txn_id` makes a resend of the same message (after a crash) a no-op at the homeserver."""
         async with self._locks[room_id]:
+            await self._ready_to_encrypt(room_id)
             return await self._send_with_retry(room_id, event_type, content, txn_id)
+
+    async def _ready_to_encrypt(self, room_id: str, wait_s: float = ROOM_WAIT_S) -> None:
+        """With encryption on, nio sends only to rooms its sync knows, and shares the room key
+        only with devices whose keys it has: wait for a room just created (a new DM), and fetch
+        members' device keys first, so the first message is readable by everyone in the room."""
+        client = self._client
+        if client.olm is None:
+            return
+        deadline = time.monotonic() + wait_s
+        while room_id not in client.rooms and time.monotonic() < deadline:  # noqa: ASYNC110 - nio has no event for it
+            await asyncio.sleep(0.1)
+        room = client.rooms.get(room_id)
+        if room is None or not room.encrypted:
+            return
+        try:
+            if client.should_query_keys:
+                await client.keys_query()
+        except CONNECT_ERRORS as problem:
+            log.warning("crypto.keys_query_failed", room_id=room_id, error=str(problem))
+
+    async def send_plaintext(self, room_id: str, content: dict[str, Any]) -> str:
+        """Send without encryption even in an encrypted room: for telling someone whose
+        encryption is broken what to do, in words they can read."""
+        async with self._locks[room_id]:
+            method, path, data = Api.room_send(
+                self._client.access_token, room_id, "m.room.message", content, f"cb{time.time_ns()}"
+            )
+            response = await self._client._send(RoomSendResponse, method, path, data, (room_id,))
+            if not isinstance(response, RoomSendResponse):
+                raise SendError(f"{response.status_code or 'error'}: {response.message}")
+            return response.event_id
 
     async def edit(self, room_id: str, event_id: str, new_content: dict[str, Any]) -> str:
         return await self.send(room_id, edit_content(event_id, new_content))
@@ -70,6 +105,8 @@ class Sender:
                 response = await self._client.room_send(
                     room_id, event_type, content, tx_id=txn_id, ignore_unverified_devices=True
                 )
+            except LocalProtocolError as problem:  # nio could not encrypt for this room
+                raise SendError(f"encryption: {problem}") from None
             except CONNECT_ERRORS as problem:
                 network_failures += 1
                 if network_failures > self._network_retries:

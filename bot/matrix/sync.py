@@ -31,12 +31,14 @@ class SyncLoop:
         dispatcher: Dispatcher,
         *,
         encryption: bool,
+        trust: str = "tofu",
         long_poll_ms: int = LONG_POLL_MS,
     ) -> None:
         self._client = client
         self._ledger = ledger
         self._dispatcher = dispatcher
         self._encryption = encryption
+        self._trust = trust
         self._long_poll_ms = long_poll_ms
         self.ready = asyncio.Event()  # set after the first successful sync
 
@@ -105,6 +107,15 @@ class SyncLoop:
         )
         await asyncio.sleep(wait)
 
+    def _trust_new_devices(self) -> None:
+        """Trust on first use: a device seen for the first time is trusted with the keys it has
+        then; nio keeps those keys and ignores (with a warning) any later change."""
+        client = self._client
+        for device in client.device_store:
+            if not (device.verified or device.blacklisted or device.ignored or device.deleted):
+                client.verify_device(device)
+                log.info("crypto.device_trusted", user_id=device.user_id, device_id=device.id)
+
     async def _crypto_housekeeping(self) -> None:
         """What nio's sync_forever does between syncs: keep device and one-time keys flowing."""
         client = self._client
@@ -116,5 +127,7 @@ class SyncLoop:
             if client.should_claim_keys:
                 await client.keys_claim(client.get_users_for_key_claiming())
             await client.send_to_device_messages()
+            if self._trust == "tofu":
+                self._trust_new_devices()
         except CONNECT_ERRORS as problem:
             log.warning("matrix.crypto_housekeeping_failed", error=str(problem))

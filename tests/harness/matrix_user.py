@@ -84,6 +84,7 @@ class TestUser:
         self.sync_errors: list[str] = []
         self._entries: list[_Entry] = []
         self._index_by_event_id: dict[str, int] = {}
+        self._undecrypted: dict[int, tuple[_Entry, Any]] = {}
         self._changed = asyncio.Condition()
         self._synced_once = asyncio.Event()
         self._sync_task: asyncio.Task[None] | None = None
@@ -190,14 +191,27 @@ class TestUser:
         except Exception as exc:
             self._sync_error(f"crypto housekeeping: {exc!r}")
 
+    def _retry_decryption(self) -> None:
+        """Like Element, try undecryptable events again once keys may have arrived (nio itself
+        gives up at first sight, e.g. when the sender's device keys were not fetched yet)."""
+        for index, (entry, megolm) in list(self._undecrypted.items()):
+            try:
+                event = self.client.decrypt_event(megolm)
+            except Exception:  # noqa: S112 - still no key: try again after the next sync
+                continue
+            if isinstance(getattr(event, "source", None), dict):
+                self._entries[index] = _Entry(entry.room_id, event.source, entry.section, True)
+                del self._undecrypted[index]
+
     async def _ingest(self, response: nio.SyncResponse) -> None:
-        new: list[_Entry] = []
+        new: list[tuple[_Entry, Any]] = []
         for section, rooms in (("join", response.rooms.join), ("leave", response.rooms.leave)):
             for room_id, info in rooms.items():
                 for event in info.timeline.events:
-                    new.append(
-                        _Entry(room_id, event.source, section, bool(getattr(event, "decrypted", 0)))
+                    entry = _Entry(
+                        room_id, event.source, section, bool(getattr(event, "decrypted", 0))
                     )
+                    new.append((entry, event if isinstance(event, nio.MegolmEvent) else None))
         for room_id, invite in response.rooms.invite.items():
             for event in invite.invite_state:
                 source = getattr(event, "source", None)
@@ -206,13 +220,17 @@ class TestUser:
                 if "content" not in source and isinstance(getattr(event, "content", None), dict):
                     # nio's InviteMemberEvent pops "content" out of its source dict.
                     source = {**source, "content": event.content}
-                new.append(_Entry(room_id, source, "invite", False))
+                new.append((_Entry(room_id, source, "invite", False), None))
         async with self._changed:
-            for entry in new:
+            for entry, megolm in new:
                 event_id = entry.event.get("event_id")
                 if isinstance(event_id, str):
                     self._index_by_event_id.setdefault(event_id, len(self._entries))
+                if megolm is not None:
+                    self._undecrypted[len(self._entries)] = (entry, megolm)
                 self._entries.append(entry)
+            if self._undecrypted and self.client.olm:
+                self._retry_decryption()
             # Notify even without events: room state (e.g. "encrypted") may have changed.
             self._changed.notify_all()
 

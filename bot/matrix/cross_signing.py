@@ -1,0 +1,237 @@
+"""Cross-signing for the bot's own device (matrix-nio has none). On first start the bot makes its
+master, self-signing and user-signing keys, uploads them (with user-interactive auth by password
+when the homeserver asks), and signs its device with the self-signing key. Element then shows no
+"unsigned device" warning, and clients that only share keys with cross-signed devices talk to it.
+
+The private keys stay in the data dir (mode 0600) and are reused across restarts. They are never
+regenerated silently: when the server holds a master key that is not ours, the bot says so and
+leaves it alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+log = structlog.get_logger(__name__)
+
+USAGES = ("master", "self_signing", "user_signing")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Matrix canonical JSON: sorted keys, no insignificant whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode().rstrip("=")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def public_key(private: Ed25519PrivateKey) -> str:
+    return b64(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def sign_json(value: dict[str, Any], private: Ed25519PrivateKey, user_id: str) -> dict[str, Any]:
+    """`value` with this key's signature added (signatures and unsigned are not signed)."""
+    unsigned = {k: v for k, v in value.items() if k not in ("signatures", "unsigned")}
+    signature = b64(private.sign(canonical_json(unsigned)))
+    signed = dict(value)
+    signatures = {k: dict(v) for k, v in value.get("signatures", {}).items()}
+    signatures.setdefault(user_id, {})[f"ed25519:{public_key(private)}"] = signature
+    signed["signatures"] = signatures
+    return signed
+
+
+def verify_json(value: dict[str, Any], user_id: str, key_b64: str) -> bool:
+    signature = value.get("signatures", {}).get(user_id, {}).get(f"ed25519:{key_b64}")
+    if not signature:
+        return False
+    unsigned = {k: v for k, v in value.items() if k not in ("signatures", "unsigned")}
+    try:
+        Ed25519PublicKey.from_public_bytes(unb64(key_b64)).verify(
+            unb64(signature), canonical_json(unsigned)
+        )
+    except Exception:
+        return False
+    return True
+
+
+class CrossSigningError(Exception):
+    """Cross-signing could not be set up; the bot works on, with an unsigned device."""
+
+
+@dataclass
+class CrossSigningKeys:
+    master: Ed25519PrivateKey
+    self_signing: Ed25519PrivateKey
+    user_signing: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> CrossSigningKeys:
+        return cls(
+            Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        )
+
+    def by_usage(self, usage: str) -> Ed25519PrivateKey:
+        return getattr(self, usage)
+
+    def save(self, path: Path) -> None:
+        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+        seeds = {
+            usage: b64(
+                self.by_usage(usage).private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+            )
+            for usage in USAGES
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(seeds, handle)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> CrossSigningKeys | None:
+        try:
+            seeds = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        return cls(*(Ed25519PrivateKey.from_private_bytes(unb64(seeds[u])) for u in USAGES))
+
+    def upload_body(self, user_id: str) -> dict[str, Any]:
+        def key_object(usage: str) -> dict[str, Any]:
+            pub = public_key(self.by_usage(usage))
+            return {"user_id": user_id, "usage": [usage], "keys": {f"ed25519:{pub}": pub}}
+
+        return {
+            "master_key": key_object("master"),
+            "self_signing_key": sign_json(key_object("self_signing"), self.master, user_id),
+            "user_signing_key": sign_json(key_object("user_signing"), self.master, user_id),
+        }
+
+
+class CrossSigning:
+    def __init__(
+        self, homeserver: str, user_id: str, device_id: str, access_token: str, data_dir: Path
+    ) -> None:
+        self._base = homeserver.rstrip("/")
+        self._user_id = user_id
+        self._device_id = device_id
+        self._headers = {"Authorization": f"Bearer {access_token}"}
+        self.path = data_dir / "cross-signing-keys.json"
+
+    async def _request(
+        self, http: aiohttp.ClientSession, method: str, path: str, body: dict | None = None
+    ):  # type: ignore[no-untyped-def,type-arg]
+        async with http.request(
+            method, f"{self._base}{path}", json=body, headers=self._headers
+        ) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def _server_keys(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+        status, answer = await self._request(
+            http, "POST", "/_matrix/client/v3/keys/query", {"device_keys": {self._user_id: []}}
+        )
+        if status != 200:
+            raise CrossSigningError(f"keys/query answered {status}: {answer}")
+        return answer
+
+    async def ensure(self, password: str | None) -> str:
+        """Set up or confirm cross-signing; returns what happened (for the log and tests)."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            server = await self._server_keys(http)
+            server_master = server.get("master_keys", {}).get(self._user_id)
+            keys = CrossSigningKeys.load(self.path)
+            if keys is None:
+                if server_master is not None:
+                    raise CrossSigningError(
+                        f"the homeserver already has cross-signing keys for {self._user_id}, but "
+                        f"{self.path} is missing; not replacing them silently. Restore the file, "
+                        "or reset cross-signing for this account and delete nothing else"
+                    )
+                keys = CrossSigningKeys.generate()
+                await self._upload_keys(http, keys, password)
+                keys.save(self.path)  # only once the server has them
+                outcome = "created"
+            else:
+                ours = public_key(keys.master)
+                if server_master is None:
+                    await self._upload_keys(http, keys, password)
+                    outcome = "uploaded"
+                elif f"ed25519:{ours}" not in server_master.get("keys", {}):
+                    raise CrossSigningError(
+                        "the homeserver's master cross-signing key is not the one in "
+                        f"{self.path}; someone reset cross-signing for {self._user_id}. Leaving it alone"
+                    )
+                else:
+                    outcome = "kept"
+            device = server.get("device_keys", {}).get(self._user_id, {}).get(self._device_id)
+            if device is None:
+                server = await self._server_keys(http)
+                device = server.get("device_keys", {}).get(self._user_id, {}).get(self._device_id)
+            if device is None:
+                raise CrossSigningError(
+                    f"device {self._device_id} has no keys on the homeserver yet"
+                )
+            if not verify_json(device, self._user_id, public_key(keys.self_signing)):
+                await self._sign_device(http, keys, device)
+                outcome += ", device signed"
+            else:
+                outcome += ", device already signed"
+        log.info("crypto.cross_signing", outcome=outcome, master_key=public_key(keys.master))
+        return outcome
+
+    async def _upload_keys(
+        self, http: aiohttp.ClientSession, keys: CrossSigningKeys, password: str | None
+    ) -> None:
+        path = "/_matrix/client/v3/keys/device_signing/upload"
+        body = keys.upload_body(self._user_id)
+        status, answer = await self._request(http, "POST", path, body)
+        if status == 401 and "flows" in answer:
+            if not password:
+                raise CrossSigningError(
+                    "the homeserver wants a password to upload cross-signing keys, and the bot logs in "
+                    "with an access token; set matrix.password to enable cross-signing"
+                )
+            body["auth"] = {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": self._user_id},
+                "password": password,
+                "session": answer.get("session"),
+            }
+            status, answer = await self._request(http, "POST", path, body)
+        if status != 200:
+            raise CrossSigningError(
+                f"uploading cross-signing keys failed ({status}: {answer.get('errcode')})"
+            )
+
+    async def _sign_device(
+        self, http: aiohttp.ClientSession, keys: CrossSigningKeys, device: dict[str, Any]
+    ) -> None:
+        signed = sign_json(
+            {k: v for k, v in device.items() if k not in ("signatures", "unsigned")},
+            keys.self_signing,
+            self._user_id,
+        )
+        body = {self._user_id: {self._device_id: signed}}
+        status, answer = await self._request(
+            http, "POST", "/_matrix/client/v3/keys/signatures/upload", body
+        )
+        failures = answer.get("failures") if isinstance(answer, dict) else None
+        if status != 200 or failures:
+            raise CrossSigningError(f"signing the device failed ({status}: {failures or answer})")
