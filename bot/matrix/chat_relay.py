@@ -32,10 +32,12 @@ INTERVAL_GROWTH = 1.5
 class EditPacer:
     """Edits a message with the latest text, no more often than the (rising) interval allows."""
 
-    def __init__(self, sender: Sender, room_id: str, event_id: str) -> None:
+    def __init__(
+        self, sender: Sender, room_id: str, placeholder: asyncio.Future[str] | str
+    ) -> None:
         self._sender = sender
         self._room_id = room_id
-        self._event_id = event_id
+        self._placeholder = placeholder  # the event to edit, or its send still under way
         self._latest = ""
         self._shown = ""
         self._changed = asyncio.Event()
@@ -48,6 +50,14 @@ class EditPacer:
         self._changed.set()
 
     async def _run(self) -> None:
+        try:
+            event_id = (
+                await self._placeholder
+                if isinstance(self._placeholder, asyncio.Future)
+                else self._placeholder
+            )
+        except SendError:
+            return  # no placeholder, nothing to edit: the relay reports the failure
         interval = FIRST_EDIT_INTERVAL_S
         while not self._finished.is_set():
             await self._changed.wait()
@@ -59,7 +69,7 @@ class EditPacer:
                 try:
                     await self._sender.edit(
                         self._room_id,
-                        self._event_id,
+                        event_id,
                         message_content(f"{self._shown} {PLACEHOLDER}"),
                     )
                     self.edits += 1
@@ -96,10 +106,12 @@ class ChatRelay:
                     turn.room_id, self._content(f"⚠️ {refused}", turn, reply_to=reply_to)
                 )
                 return
-            await self._sender.typing(turn.room_id, True)
+            # The typing notice and the placeholder go out while the model is already asked.
+            typing = asyncio.create_task(self._sender.typing(turn.room_id, True))
             try:
                 await self._run(prepared, reply_to)
             finally:
+                await typing
                 await self._sender.typing(turn.room_id, False)
 
     async def _run(self, prepared: PreparedTurn, reply_to: str | None) -> None:
@@ -108,17 +120,22 @@ class ChatRelay:
         placeholder: str | None = None
         pacer: EditPacer | None = None
         completion: Completion | None = None
+        sending: asyncio.Task[str] | None = None
         try:
             if self._stream:
-                placeholder = await self._sender.send(
-                    turn.room_id, self._content(PLACEHOLDER, turn, reply_to=reply_to)
+                sending = asyncio.create_task(
+                    self._sender.send(
+                        turn.room_id, self._content(PLACEHOLDER, turn, reply_to=reply_to)
+                    )
                 )
-                pacer = EditPacer(self._sender, turn.room_id, placeholder)
+                pacer = EditPacer(self._sender, turn.room_id, sending)
             try:
                 completion = await self._chat.generate(prepared, pacer.update if pacer else None)
             finally:
                 if pacer is not None:
                     await pacer.finish()
+            if sending is not None:
+                placeholder = await sending
             final = self._content(completion.text, turn, reply_to=reply_to)
             if placeholder is not None:
                 await self._sender.edit(turn.room_id, placeholder, final)
@@ -126,6 +143,9 @@ class ChatRelay:
             else:
                 reply_id = await self._sender.send(turn.room_id, final)
         except ModelError as problem:
+            if sending is not None:
+                with contextlib.suppress(SendError):
+                    placeholder = await sending
             await self._tell_failure(turn, placeholder, reply_to, str(problem))
             return
         except SendError as problem:
