@@ -162,3 +162,72 @@ async def test_cross_signing_keys_are_made_once_and_sign_the_device(synapse, tmp
         )
         await bot.restart()
         assert public_key(CrossSigningKeys.load(path).master) == master  # reused, not regenerated
+
+
+async def test_element_grade_client_sharing_only_with_cross_signed_devices(synapse, tmp_path):
+    """matrix-js-sdk with its Rust crypto (Element's stack), set to share room keys only with
+    devices their owners cross-signed: the bot's device qualifies, across restarts."""
+    from tests.harness.js_client import JsClient
+
+    account = synapse.fresh_account("jess")
+    async with running_bot(synapse, tmp_path, encryption=True) as bot:
+        async with JsClient() as jess:
+            await jess.start(synapse.base_url, account, password=account.password)
+            await jess.set_isolation("only_cross_signed")
+            room = await jess.create_room(invite=[bot.user_id], is_direct=True, encrypted=True)
+            await jess.wait_membership(room, bot.user_id, "join")
+            info = await jess.device_info(bot.user_id)
+            assert info["devices"] and all(d["signedByOwner"] for d in info["devices"]), info
+            for round_ in range(2):
+                ping = await jess.send_text(room, "!ping")
+                reply = await jess.wait_message(
+                    room, sender=bot.user_id, after_event_id=ping, timeout=20
+                )
+                assert reply["encrypted"] and not reply["decryptionFailure"], reply
+                assert reply["content"]["body"].startswith("Pong!")
+                assert reply["relatesTo"]["m.in_reply_to"]["event_id"] == ping
+                # Element's shield: no "unsigned device" warning on the bot's messages.
+                assert reply["encryptionInfo"]["shieldReason"] != "UNSIGNED_DEVICE", reply
+                if round_ == 0:
+                    await bot.restart()
+
+
+async def test_ask_in_an_encrypted_room_streams_readable_edits(synapse, tmp_path):
+    from tests.harness.linking import link_url
+    from tests.harness.llm_stub import LlmStub
+
+    async with LlmStub(api_key="sk", chunk_delay=0.05) as stub:
+        stub.reply = "Streaming through encryption works just fine, word by word by word."
+        gpt = {"gpt": {"base_url": stub.base_url, "api_key": "sk", "model": "m", "max_retries": 0}}
+        async with running_bot(synapse, tmp_path, encryption=True, extra=gpt) as bot:
+            owner, friend = synapse.fresh_account("own"), synapse.fresh_account("fri")
+            await link_url(bot.config.database.url, owner.user_id)
+            async with (
+                await TestUser.login(synapse.base_url, owner) as o,
+                await TestUser.login(synapse.base_url, friend) as f,
+            ):
+                room = await o.create_room(
+                    invite=[bot.user_id, friend.user_id], encrypted=True, name="enc"
+                )
+                await f.join(room)
+                await o.wait_for_membership(room, bot.user_id, "join", timeout=15)
+                question = await o.send_text(room, "!ask does this work?")
+                placeholder = await o.wait_for_message(
+                    room, sender=bot.user_id, after_event_id=question, timeout=20
+                )
+                assert o.is_decrypted(placeholder["event_id"])
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 20
+                while True:
+                    edits = [
+                        e
+                        for e in o.events(room)
+                        if e.get("content", {}).get("m.relates_to", {}).get("event_id")
+                        == placeholder["event_id"]
+                        and e["content"]["m.relates_to"].get("rel_type") == "m.replace"
+                    ]
+                    if edits and edits[-1]["content"]["m.new_content"]["body"] == stub.reply:
+                        break
+                    assert loop.time() < deadline, "the final edit never decrypted"
+                    await asyncio.sleep(0.1)
+                assert all(o.is_decrypted(e["event_id"]) for e in edits) and len(edits) >= 2
