@@ -3,11 +3,12 @@
 Target (issue): "50 users asking at once with the stub at 1 s latency: all answered within 1.5x the
 single-request time (requests do not queue behind each other)".
 
-The whole stack on loopback: a real Synapse (relaxed rate limits, data in a temporary directory),
-the project's OpenAI-compatible stub answering after 1 s and streaming word by word, and the real
-bot (BotApp from a TOML config, as tests/harness/bot.py runs it) with ``[gpt]`` pointing at the
-stub. 50 fresh members, each linked to an SSO identity (the relay requires it) and each with a DM
-with the bot, as real matrix-nio clients.
+The whole stack on loopback: a real Synapse (relaxed rate limits, data in a temporary directory;
+its database a throwaway PostgreSQL server by default, as larger installations run it, or SQLite
+with ``--synapse-db sqlite``), the project's OpenAI-compatible stub answering after 1 s and
+streaming word by word, and the real bot (BotApp from a TOML config, as tests/harness/bot.py runs
+it) with ``[gpt]`` pointing at the stub. 50 fresh members, each linked to an SSO identity (the
+relay requires it) and each with a DM with the bot, as real matrix-nio clients.
 
 A question is answered when the member's client sees the bot's placeholder edited (m.replace) into
 the final text, "Echo: <question>". Measured:
@@ -19,10 +20,11 @@ the final text, "Echo: <question>". Measured:
 
 The ratio all-50 / single is the result (target <= 1.5). Beside it: the stub's peak of requests in
 flight (50 means no request waited for another before reaching the model), each answer's latency
-spread, where the time of an answer goes (from the server timestamps and the stub's clock), and
-the CPU the homeserver and this process (bot + 50 clients + stub, one event loop) used.
+spread, where the time of an answer goes (from the server timestamps and the stub's clock), the
+CPU the homeserver, its database and this process (bot + 50 clients + stub, one event loop) used,
+and the homeserver's floor: the same number of messages stored at once with the bot stopped.
 
-Run alone: ``.venv/bin/python bench/chat_concurrency.py [--users N]``.
+Run alone: ``.venv/bin/python bench/chat_concurrency.py [--users N] [--synapse-db sqlite|postgres]``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +53,7 @@ from tests.harness.bot import RunningBot, bot_config, write_config
 from tests.harness.linking import link
 from tests.harness.llm_stub import LlmStub, message_text
 from tests.harness.matrix_user import TestUser, default_client_config
+from tests.harness.postgres import PostgresServer
 from tests.harness.synapse import MatrixAccount, SynapseServer
 
 NAME = "chat_concurrency"
@@ -63,6 +67,9 @@ ANSWER_TIMEOUT_S = 60.0
 JOIN_TIMEOUT_S = 60.0
 OVERALL_TIMEOUT_S = 900.0
 QUESTION = "how do rooms spaces and threads fit together on Matrix"
+SYNAPSE_DBS = ("postgres", "sqlite")
+SYNAPSE_DB = "postgres"  # as larger installations run Synapse
+SYNAPSE_DB_NAME = "synapse"
 
 
 class TimedStub(LlmStub):
@@ -160,6 +167,69 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _create_synapse_database(postgres: PostgresServer) -> None:
+    """The database as Synapse requires it (PostgresServer.create_database uses the server's
+    default locale, which Synapse refuses): UTF8 with the C collation, from template0."""
+    assert postgres.bin_dir is not None
+    sql = (
+        f"CREATE DATABASE {SYNAPSE_DB_NAME} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
+        "TEMPLATE template0"
+    )
+    command = [str(postgres.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    command += ["-h", postgres.host, "-p", str(postgres.port), "-U", "postgres", "-d", "postgres"]
+    result = subprocess.run(
+        [*command, "-c", sql], capture_output=True, text=True, timeout=30, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{sql} failed: {result.stderr.strip()}")
+
+
+def _synapse_database_config(postgres: PostgresServer) -> dict[str, Any]:
+    return {
+        "name": "psycopg2",
+        "args": {
+            "user": "postgres",
+            "host": postgres.host,
+            "port": postgres.port,
+            "database": SYNAPSE_DB_NAME,
+            "cp_min": 5,
+            "cp_max": 10,
+        },
+    }
+
+
+def _db_label(postgres: PostgresServer | None) -> str:
+    if postgres is None:
+        return "SQLite (Synapse's default file database)"
+    version = postgres.bin_dir.parent.name if postgres.bin_dir is not None else "?"
+    return f"PostgreSQL {version} (psycopg2, pool 5-10; test server: fsync off)"
+
+
+class DatabaseCpu:
+    """CPU time of a PostgreSQL server: the postmaster, its live backends and the ones that ended
+    (the postmaster's children's time, counted once reaped). Zero for SQLite (inside Synapse)."""
+
+    def __init__(self, postgres: PostgresServer | None) -> None:
+        self.pid: int | None = None
+        if postgres is not None:
+            self.pid = int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
+
+    def seconds(self) -> float:
+        if self.pid is None:
+            return 0.0
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # ended meanwhile
+            if stat.parent.name == str(self.pid):
+                ticks += sum(int(f) for f in fields[11:15])  # own + reaped children
+            elif fields[1] == str(self.pid):
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Setup:
     register_s: float
@@ -176,6 +246,8 @@ class Setup:
 @dataclass
 class Measurement:
     users: int
+    synapse_db: str  # "postgres" or "sqlite"
+    db_label: str  # e.g. "PostgreSQL 15 (psycopg2, ...)", for the table
     setup: Setup
     warmup: float
     singles: list[Answer]
@@ -185,12 +257,14 @@ class Measurement:
     peak_inflight: int
     stub_requests: int
     synapse_cpu_s: float
+    db_cpu_s: float  # PostgreSQL's CPU during the burst (0 with SQLite: inside Synapse's)
     own_cpu_s: float
     synapse_idle_cpu: float  # CPU seconds per second while 50 clients wait, nothing happening
     bot_rate_limited: int
     floor_events_per_room: int
     floor_s: float
     floor_synapse_cpu_s: float
+    floor_db_cpu_s: float
     min_floor_s: float  # the same with 2 messages per member: a question and a one-message answer
 
 
@@ -212,13 +286,23 @@ async def _store_all(members: list[Member], count: int) -> float:
     return time.monotonic() - started
 
 
-async def measure(workdir: Path, users: int = USERS) -> Measurement:
-    synapse = SynapseServer(workdir / "synapse", relaxed_rate_limits=True)
+async def measure(workdir: Path, users: int = USERS, synapse_db: str = SYNAPSE_DB) -> Measurement:
+    if synapse_db not in SYNAPSE_DBS:
+        raise ValueError(f"synapse_db must be one of {SYNAPSE_DBS}: {synapse_db!r}")
+    postgres = PostgresServer(workdir / "postgres") if synapse_db == "postgres" else None
+    synapse: SynapseServer | None = None
     stub = TimedStub(api_key=API_KEY, latency=LATENCY_S, chunk_delay=CHUNK_DELAY_S)
     bot: RunningBot | None = None
     clients: list[TestUser] = []
     try:
-        await asyncio.to_thread(synapse.start)
+        database = None
+        if postgres is not None:
+            await asyncio.to_thread(postgres.start)
+            await asyncio.to_thread(_create_synapse_database, postgres)
+            database = _synapse_database_config(postgres)
+        db_cpu = DatabaseCpu(postgres)
+        synapse = SynapseServer(workdir / "synapse", relaxed_rate_limits=True, database=database)
+        await asyncio.to_thread(synapse.start, 60)
         assert synapse.process is not None
         synapse_pid = synapse.process.pid
         await stub.start()
@@ -294,6 +378,7 @@ async def measure(workdir: Path, users: int = USERS) -> Measurement:
         idle_cpu = (cpu_seconds(synapse_pid) - idle_cpu) / (time.monotonic() - idle_started)
         stub.clear()
         synapse_cpu = cpu_seconds(synapse_pid)
+        database_cpu = db_cpu.seconds()
         own_cpu = time.process_time()
         started = time.monotonic()
         burst = await asyncio.gather(
@@ -301,6 +386,7 @@ async def measure(workdir: Path, users: int = USERS) -> Measurement:
         )
         burst_wall = max(a.seen for a in burst) - started
         synapse_cpu = cpu_seconds(synapse_pid) - synapse_cpu
+        database_cpu = db_cpu.seconds() - database_cpu
         own_cpu = time.process_time() - own_cpu
         assert bot.app is not None and bot.app.sender is not None
         rate_limited = bot.app.sender.rate_limited_count
@@ -310,14 +396,17 @@ async def measure(workdir: Path, users: int = USERS) -> Measurement:
         await bot.stop()
         await asyncio.sleep(1.0)
         per_room = round(1 + statistics.mean(a.bot_events for a in burst))
-        floor_cpu = cpu_seconds(synapse_pid)
+        floor_cpu, floor_db_cpu = cpu_seconds(synapse_pid), db_cpu.seconds()
         floor_s = await _store_all(members, per_room)
         floor_cpu = cpu_seconds(synapse_pid) - floor_cpu
+        floor_db_cpu = db_cpu.seconds() - floor_db_cpu
         # And at the least any answer costs: the question and one message (no placeholder).
         await asyncio.sleep(1.0)
         min_floor_s = await _store_all(members, 2)
         return Measurement(
             users=users,
+            synapse_db=synapse_db,
+            db_label=_db_label(postgres),
             setup=setup,
             warmup=warm.latency,
             singles=singles,
@@ -327,12 +416,14 @@ async def measure(workdir: Path, users: int = USERS) -> Measurement:
             peak_inflight=stub.peak_inflight,
             stub_requests=stub.counts["requests"],
             synapse_cpu_s=synapse_cpu,
+            db_cpu_s=database_cpu,
             own_cpu_s=own_cpu,
             synapse_idle_cpu=idle_cpu,
             bot_rate_limited=rate_limited,
             floor_events_per_room=per_room,
             floor_s=floor_s,
             floor_synapse_cpu_s=floor_cpu,
+            floor_db_cpu_s=floor_db_cpu,
             min_floor_s=min_floor_s,
         )
     finally:
@@ -340,7 +431,10 @@ async def measure(workdir: Path, users: int = USERS) -> Measurement:
         if bot is not None:
             await bot.stop()
         await stub.stop()
-        await asyncio.to_thread(synapse.stop)
+        if synapse is not None:
+            await asyncio.to_thread(synapse.stop)
+        if postgres is not None:
+            await asyncio.to_thread(postgres.stop)
 
 
 def _spread(values: list[float]) -> str:
@@ -382,6 +476,7 @@ def evaluate(m: Measurement) -> Outcome:
     burst_phases = _phases(m.burst, m.stub_timings)
     s = m.setup
     details = [
+        ("homeserver database", m.db_label),
         (f"setup total ({m.users} members)", seconds(s.total_s)),
         ("  register accounts (+ bot)", seconds(s.register_s)),
         ("  link SSO identities", seconds(s.link_s)),
@@ -411,25 +506,32 @@ def evaluate(m: Measurement) -> Outcome:
             f"{statistics.mean(bot_events):.2f} (min {min(bot_events)}, max {max(bot_events)})",
         ),
         ("homeserver CPU during the burst", f"{m.synapse_cpu_s:.2f} s"),
+        *(
+            [("PostgreSQL CPU during the burst", f"{m.db_cpu_s:.2f} s")]
+            if m.synapse_db == "postgres"
+            else []
+        ),
         ("bench process CPU (bot+clients+stub)", f"{m.own_cpu_s:.2f} s"),
         ("homeserver CPU while idle", f"{m.synapse_idle_cpu:.2f} s per s"),
         ("bot rate-limited by homeserver", str(m.bot_rate_limited)),
         (
             f"homeserver floor: {m.users} x {m.floor_events_per_room} messages at once, no bot",
             f"{m.floor_s:.3f} s ({stored / m.floor_s:.0f} events/s, CPU "
-            f"{m.floor_synapse_cpu_s:.2f} s)",
+            f"{m.floor_synapse_cpu_s:.2f} s"
+            + (f" + PostgreSQL {m.floor_db_cpu_s:.2f} s)" if m.synapse_db == "postgres" else ")"),
         ),
         ("homeserver floor / single", f"{floor_ratio:.3f}"),
         (f"  same with {m.users} x 2 messages (least an answer costs)", seconds(m.min_floor_s)),
         ("  least floor / single", f"{min_floor_ratio:.3f}"),
     ]
+    db = "PostgreSQL" if m.synapse_db == "postgres" else "SQLite"
     notes = []
     if min_floor_ratio > TARGET:
         notes.append(
             f"the homeserver alone needs {min_floor_ratio:.1f}x the single time to store just a "
             f"question and a one-message answer for {m.users} members ({floor_ratio:.1f}x for "
             f"this burst's {m.floor_events_per_room} events each): the target cannot be met "
-            "against this homeserver on this machine, whatever the bot does; the stub's "
+            f"against this homeserver ({db}) on this machine, whatever the bot does; the stub's "
             "requests in flight and the phases show whether the bot itself made requests wait"
         )
     elif floor_ratio > TARGET:
@@ -448,32 +550,32 @@ def evaluate(m: Measurement) -> Outcome:
             *notes,
             f"stub latency {LATENCY_S:g} s, {CHUNK_DELAY_S:g} s between streamed words; the bot, "
             f"the {m.users} members' clients and the stub share this process's event loop, "
-            "Synapse (SQLite) runs beside it",
+            f"Synapse ({db}) runs beside it on {os.cpu_count()} CPU(s)",
             "phases use wall-clock stamps: the homeserver's origin_server_ts (when it created an "
             "event, before storing it), the stub's and this process's clocks; 'question -> "
             "placeholder' is the bot's sync, claim, access checks, typing notice and placeholder "
-            "send; the bot asks the model only once the homeserver has answered that send",
+            "send; the model is asked while the typing notice and placeholder are still being sent",
         ],
     )
 
 
-async def _measure_in_tempdir(users: int) -> Measurement:
+async def _measure_in_tempdir(users: int, synapse_db: str) -> Measurement:
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp:
         async with asyncio.timeout(OVERALL_TIMEOUT_S):
-            return await measure(Path(tmp), users)
+            return await measure(Path(tmp), users, synapse_db)
 
 
-def run(users: int = USERS) -> Outcome:
+def run(users: int = USERS, synapse_db: str = SYNAPSE_DB) -> Outcome:
     quiet_logging()
     try:
-        measurement = asyncio.run(_measure_in_tempdir(users))
+        measurement = asyncio.run(_measure_in_tempdir(users, synapse_db))
     except Exception as problem:
         return Outcome(
             NAME,
             f"all-{users} / single",
             None,
             TARGET,
-            error=f"{type(problem).__name__}: {problem}",
+            error=f"{type(problem).__name__} (Synapse on {synapse_db}): {problem}",
         )
     return evaluate(measurement)
 
@@ -481,8 +583,14 @@ def run(users: int = USERS) -> Outcome:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=USERS)
+    parser.add_argument(
+        "--synapse-db",
+        choices=SYNAPSE_DBS,
+        default=SYNAPSE_DB,
+        help=f"the homeserver's database (default {SYNAPSE_DB}: a throwaway PostgreSQL server)",
+    )
     args = parser.parse_args(argv)
-    outcome = run(args.users)
+    outcome = run(args.users, args.synapse_db)
     print(report(outcome))
     return 0 if outcome.passed else 1
 
