@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the bot, its tests and the demo need; safe to run again (each step is skipped when done).
 #   .venv/               the project and its test tools (editable install)
-#   .cache/synapse-venv  Synapse from PyPI, in a virtualenv of its own
+#   .cache/synapse-venv  Synapse from PyPI (+ psycopg2-binary), in a virtualenv of its own
 #   system packages      PostgreSQL server binaries, Node.js and Chromium (apt), when missing
 #   tests/harness/oidc_provider/node_modules  node-oidc-provider for the OpenID tests (npm ci)
 #   tests/harness/js_client/node_modules      matrix-js-sdk + Rust crypto for the E2EE tests (npm ci)
@@ -36,16 +36,19 @@ if [ ! -f .venv/.installed ] || [ "$(cat .venv/.installed)" != "$want" ]; then
     echo "$want" > .venv/.installed
 fi
 
-# Synapse, kept apart from the project's dependencies.
+# Synapse, kept apart from the project's dependencies, with the PostgreSQL driver (a binary wheel:
+# no libpq-dev or compiler needed) for the benchmark that runs Synapse on PostgreSQL.
 SYNAPSE_SPEC=${SYNAPSE_SPEC:-matrix-synapse[oidc]}
-if [ ! -f .cache/synapse-venv/.installed ] || [ "$(cat .cache/synapse-venv/.installed)" != "$SYNAPSE_SPEC" ]; then
+SYNAPSE_PG_SPEC=${SYNAPSE_PG_SPEC:-psycopg2-binary}
+want="$SYNAPSE_SPEC $SYNAPSE_PG_SPEC"
+if [ ! -f .cache/synapse-venv/.installed ] || [ "$(cat .cache/synapse-venv/.installed)" != "$want" ]; then
     echo "install: Synapse virtualenv (.cache/synapse-venv)"
     mkdir -p .cache
     [ -x .cache/synapse-venv/bin/python ] || "$PYTHON" -m venv .cache/synapse-venv
     .cache/synapse-venv/bin/pip install -q --upgrade pip 2>&1 | quiet_pip
-    .cache/synapse-venv/bin/pip install -q "$SYNAPSE_SPEC" 2>&1 | quiet_pip
-    .cache/synapse-venv/bin/python -c "import synapse" # fail here, not later
-    echo "$SYNAPSE_SPEC" > .cache/synapse-venv/.installed
+    .cache/synapse-venv/bin/pip install -q "$SYNAPSE_SPEC" "$SYNAPSE_PG_SPEC" 2>&1 | quiet_pip
+    .cache/synapse-venv/bin/python -c "import synapse, psycopg2" # fail here, not later
+    echo "$want" > .cache/synapse-venv/.installed
 fi
 
 # node-oidc-provider for the OpenID tests, exactly as package-lock.json pins it.

@@ -118,3 +118,23 @@ async def chromium() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on SQLite and on a real PostgreSQL: an empty database's URL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/bot.db"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+async def migrated_db(store_url: str):  # type: ignore[no-untyped-def]
+    """A Database at the code's schema, on each backend (see store_url)."""
+    from bot.store.database import Database
+    from bot.store.migrate import upgrade_to_head
+
+    database = Database(store_url)
+    await upgrade_to_head(database)
+    yield database
+    await database.close()

@@ -2,7 +2,8 @@
 
 Synchronous on purpose: it is used from sync pytest fixtures and from plain scripts.
 The configuration is a minimal one written here (not ``--generate-config``, which binds ``::1``,
-serves federation and trusts matrix.org keys): one client listener on 127.0.0.1 and SQLite.
+serves federation and trusts matrix.org keys): one client listener on 127.0.0.1 and SQLite, or
+another database when given one (``database=``, e.g. PostgreSQL for the benchmarks).
 """
 
 from __future__ import annotations
@@ -94,13 +95,20 @@ class SynapseServer:
         relaxed_rate_limits: bool = True,
         server_name: str = "localhost",
         extra_config: dict[str, Any] | None = None,
+        database: dict[str, Any] | None = None,
     ) -> None:
+        """``database`` is Synapse's ``database`` config block, used instead of SQLite in
+        ``workdir``: e.g. ``{"name": "psycopg2", "args": {"user": "postgres", "host":
+        "127.0.0.1", "port": port, "database": "synapse", "cp_min": 5, "cp_max": 10}}``.
+        Synapse needs that PostgreSQL database created with ``ENCODING 'UTF8' LC_COLLATE 'C'
+        LC_CTYPE 'C' TEMPLATE template0``; the Synapse virtualenv has psycopg2 (install.sh)."""
         self.workdir = Path(workdir).resolve()
         self.port = port or free_port()
         self.server_name = server_name
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.relaxed_rate_limits = relaxed_rate_limits
         self.extra_config = extra_config or {}
+        self.database = copy.deepcopy(database) if database is not None else None
         self.config_path = self.workdir / "homeserver.yaml"
         self.log_config_path = self.workdir / "log_config.yaml"
         self.log_path = self.workdir / "homeserver.log"
@@ -127,10 +135,14 @@ class SynapseServer:
                     "resources": [{"names": ["client"], "compress": False}],
                 }
             ],
-            "database": {
-                "name": "sqlite3",
-                "args": {"database": str(self.workdir / "homeserver.db")},
-            },
+            "database": (
+                copy.deepcopy(self.database)
+                if self.database is not None
+                else {
+                    "name": "sqlite3",
+                    "args": {"database": str(self.workdir / "homeserver.db")},
+                }
+            ),
             "log_config": str(self.log_config_path),
             "media_store_path": str(self.workdir / "media_store"),
             "signing_key_path": str(self.signing_key_path),

@@ -12,8 +12,6 @@ from bot.community.identity import IdentityService
 from bot.community.roles import Role
 from bot.community.users import UserService
 from bot.llm.openai_compatible import OpenAICompatibleModel
-from bot.store.database import Database
-from bot.store.migrate import upgrade_to_head
 from tests.harness.linking import link
 from tests.harness.llm_stub import LlmStub
 
@@ -25,19 +23,11 @@ SETTINGS = ChatSettings(
 )  # fmt: skip
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request, tmp_path):
-    url = (
-        f"sqlite+aiosqlite:///{tmp_path}/bot.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    database = Database(url)
-    await upgrade_to_head(database)
-    await link(database, ALICE)
-    await link(database, BOB)
-    yield database
-    await database.close()
+@pytest.fixture
+async def db(migrated_db):
+    await link(migrated_db, ALICE)
+    await link(migrated_db, BOB)
+    return migrated_db
 
 
 @pytest.fixture

@@ -16,8 +16,6 @@ from bot.community.roles import Role
 from bot.community.schedules import parse_when
 from bot.community.users import UserService
 from bot.community.welcome import Joiner, WelcomeService, render_greeting
-from bot.store.database import Database
-from bot.store.migrate import upgrade_to_head
 from bot.store.models import (
     ChatMessage,
     Conversation,
@@ -29,17 +27,9 @@ from bot.store.models import (
 from tests.harness.linking import link
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request, tmp_path):
-    url = (
-        f"sqlite+aiosqlite:///{tmp_path}/bot.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    database = Database(url)
-    await upgrade_to_head(database)
-    yield database
-    await database.close()
+@pytest.fixture
+def db(migrated_db):
+    return migrated_db
 
 
 async def test_welcome_once_per_room_and_one_reminder_for_the_still_unlinked(db):

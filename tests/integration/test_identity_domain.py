@@ -19,7 +19,6 @@ from bot.community.outbox import Outbox
 from bot.community.roles import Role
 from bot.community.users import UserService
 from bot.store.database import Database
-from bot.store.migrate import upgrade_to_head
 from bot.store.models import Identity, LoginLink, utcnow
 
 ROLES = GroupRoles(admin_groups=("admins",), moderator_groups=("mods",))
@@ -32,17 +31,9 @@ def idp(sub: str = "alice-sub", groups: tuple[str, ...] = (), **kw) -> VerifiedI
     )  # fmt: skip
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request, tmp_path):
-    url = (
-        f"sqlite+aiosqlite:///{tmp_path}/bot.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    database = Database(url)
-    await upgrade_to_head(database)
-    yield database
-    await database.close()
+@pytest.fixture
+def db(migrated_db):
+    return migrated_db
 
 
 async def started(links: LoginLinks, mxid: str, browser: str = "b") -> str:

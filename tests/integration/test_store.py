@@ -16,13 +16,9 @@ from bot.store.migrate import SchemaError, current_revision, head_revision, upgr
 from bot.store.models import Base, utcnow
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/bot.db"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database(url)
+@pytest.fixture
+async def db(store_url):
+    database = Database(store_url)
     yield database
     await database.close()
 
