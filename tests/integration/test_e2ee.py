@@ -231,3 +231,33 @@ async def test_ask_in_an_encrypted_room_streams_readable_edits(synapse, tmp_path
                     assert loop.time() < deadline, "the final edit never decrypted"
                     await asyncio.sleep(0.1)
                 assert all(o.is_decrypted(e["event_id"]) for e in edits) and len(edits) >= 2
+
+
+async def test_welcome_and_announcement_in_an_encrypted_room_are_readable(synapse, tmp_path):
+    owner, newcomer = synapse.fresh_account("own"), synapse.fresh_account("new")
+    extra = {"welcome": {"batch_window": "1s"}}
+    async with running_bot(
+        synapse, tmp_path, encryption=True, admins=[owner.user_id], extra=extra
+    ) as bot:
+        async with (
+            await TestUser.login(synapse.base_url, owner) as o,
+            await TestUser.login(synapse.base_url, newcomer) as n,
+        ):
+            room = await o.create_room(
+                invite=[bot.user_id], name="Secret garden", encrypted=True,
+                power_level_override={"users": {bot.user_id: 100}},
+            )  # fmt: skip
+            await o.wait_for_membership(room, bot.user_id, "join", timeout=15)
+            await o.ask(room, "!welcome on", sender=bot.user_id, timeout=20)
+            await o.invite(room, newcomer.user_id)
+            await n.join(room)
+            greeting = await n.wait_for_event(
+                room, lambda e: e["content"].get("body", "").startswith("Welcome "), timeout=30
+            )
+            assert n.is_decrypted(greeting["event_id"])
+            assert greeting["content"]["m.mentions"] == {"user_ids": [newcomer.user_id]}
+            command = await o.send_text(room, f"!announce {room} Tea at five.")
+            posted = await n.wait_for_event(
+                room, lambda e: e["content"].get("body") == "Tea at five.", timeout=30
+            )
+            assert n.is_decrypted(posted["event_id"]) and command
