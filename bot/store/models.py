@@ -257,7 +257,9 @@ class Announcement(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     target: Mapped[str] = mapped_column(String(255))  # a room id, or "all"
     body: Mapped[str] = mapped_column(Text)
-    schedule: Mapped[str] = mapped_column(String(128))  # as typed, e.g. "every monday 09:00"
+    # Normalised and absolute (Schedule.text), e.g. "every monday 09:00" or "at 2026-12-24 18:00":
+    # "in 2h" is stored as the time it meant, so a restart does not move it.
+    schedule: Mapped[str] = mapped_column(String(128))
     next_run_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
     last_run_at: Mapped[datetime | None] = mapped_column(default=None)
     created_by: Mapped[str] = mapped_column(String(255))
