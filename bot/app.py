@@ -186,7 +186,22 @@ class BotApp:
         room = self.config.matrix.admin_room
         if room is None or room.startswith("!"):
             return room
-        response = await client.room_resolve_alias(room)
+        for attempt in range(5):
+            try:
+                response = await client.room_resolve_alias(room)
+                break
+            except CONNECT_ERRORS as problem:
+                log.warning(
+                    "matrix.admin_room_unresolved",
+                    room=room,
+                    error=str(problem),
+                    attempt=attempt + 1,
+                )
+                await asyncio.sleep(2 * (attempt + 1))
+        else:
+            raise OperatorError(
+                f"matrix.admin_room {room} could not be resolved: the homeserver is not answering"
+            )
         if not isinstance(response, RoomResolveAliasResponse):
             raise OperatorError(f"matrix.admin_room {room} does not resolve: {response.message}")
         return response.room_id
@@ -200,6 +215,8 @@ class BotApp:
             await signer.ensure(_secret(cfg.matrix.password))
         except (CrossSigningError, *CONNECT_ERRORS) as problem:
             log.error("crypto.cross_signing_failed", error=str(problem))
+        except Exception:  # e.g. a damaged key file: say so, keep serving with an unsigned device
+            log.exception("crypto.cross_signing_failed")
 
     async def _resolve_rooms(self, client: Any, rooms: Sequence[str], what: str) -> list[str]:
         """Room ids for configured ids or aliases; an alias that does not resolve is logged."""
@@ -208,7 +225,11 @@ class BotApp:
             if room.startswith("!"):
                 resolved.append(room)
                 continue
-            response = await client.room_resolve_alias(room)
+            try:
+                response = await client.room_resolve_alias(room)
+            except CONNECT_ERRORS as problem:
+                log.warning("config.room_unresolved", setting=what, room=room, error=str(problem))
+                continue
             if isinstance(response, RoomResolveAliasResponse):
                 resolved.append(response.room_id)
             else:
@@ -245,7 +266,8 @@ class BotApp:
             ZoneInfo(cfg.scheduler.timezone),
             timedelta(seconds=cfg.scheduler.missed_run_grace_seconds),
         )
-        moderation = Moderation(self.db, room_actions, users, me)
+        admin_room_id = await self._resolve_admin_room(client)
+        moderation = Moderation(self.db, room_actions, users, me, admin_room_id=admin_room_id)
         services = Services(
             users=users,
             audit=AuditLog(self.db),
@@ -263,7 +285,7 @@ class BotApp:
             all_commands(),
             services,
             prefix=cfg.matrix.command_prefix,
-            admin_room_id=await self._resolve_admin_room(client),
+            admin_room_id=admin_room_id,
         )
         welcomer = Welcomer(
             welcome, sender, room_name=room_actions.room_name, links=login_links, outbox=outbox,
@@ -283,9 +305,13 @@ class BotApp:
             relay=ChatRelay(chat, sender, stream=cfg.gpt.stream),
             welcomer=welcomer,
         )
-        profile = await client.get_displayname(me)
-        if isinstance(profile, ProfileGetDisplayNameResponse):
-            dispatcher.display_name = profile.displayname
+        try:
+            profile = await client.get_displayname(me)
+        except CONNECT_ERRORS as problem:  # mentions by name wait for a restart; the rest works
+            log.warning("matrix.displayname_unavailable", error=str(problem))
+        else:
+            if isinstance(profile, ProfileGetDisplayNameResponse):
+                dispatcher.display_name = profile.displayname
         sync = SyncLoop(
             client, ledger, dispatcher, encryption=cfg.matrix.encryption, trust=cfg.matrix.trust,
             **({"long_poll_ms": self._long_poll_ms} if self._long_poll_ms else {}),

@@ -568,10 +568,16 @@ class WelcomeSettings(Section):
         import string
 
         try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+            parts = [
+                (f, spec, conv)
+                for _, f, spec, conv in string.Formatter().parse(value)
+                if f is not None
+            ]
         except ValueError as problem:
             raise ValueError(f"is not a valid template: {problem}") from None
-        unknown = fields - {"name", "mention", "room", "login_hint"}
+        if any(spec or conv for _, spec, conv in parts):
+            raise ValueError("placeholders take no format ({name}, not {name:...})")
+        unknown = {f for f, _, _ in parts} - {"name", "mention", "room", "login_hint"}
         if unknown:
             raise ValueError(
                 f"unknown placeholder {{{sorted(unknown)[0]}}}: use name, mention, room, login_hint"

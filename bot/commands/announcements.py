@@ -11,6 +11,7 @@ from bot.commands.reply import Reply
 from bot.community.announcements import EVERY_ROOM
 from bot.community.markdown import code_span, escape_markdown
 from bot.community.moderation import RoomActionError
+from bot.community.permissions import Party
 from bot.community.roles import Role
 from bot.community.schedules import ScheduleError, parse_schedule, parse_when
 from bot.store.models import utcnow
@@ -21,8 +22,10 @@ WHEN_FORMS = "`in 2h`, `at 2026-12-24 18:00`, `every day 08:30`, `every monday 0
 
 
 async def _rooms(ctx: CommandContext, target: str) -> list[str]:
-    actions = ctx.services.moderation.actions
-    return actions.moderated_rooms() if target == EVERY_ROOM else [await actions.resolve(target)]
+    moderation = ctx.services.moderation
+    if target == EVERY_ROOM:
+        return moderation.actions.moderated_rooms()
+    return [await moderation.community_room(target, Party(ctx.sender, ctx.role))]
 
 
 def _target(word: str) -> str:
@@ -41,7 +44,9 @@ async def announce(ctx: CommandContext, args: Args) -> Reply:
         rooms = await _rooms(ctx, _target(args.room))
     except (UsageError, RoomActionError) as problem:
         return Reply.error(f"{problem}. Usage: `{ctx.prefix}announce <#room|!id|all> <message…>`")
-    outcomes = await ctx.services.moderation.announce(ctx.sender, rooms, args.message)
+    outcomes = await ctx.services.moderation.announce(
+        ctx.sender, rooms, args.message, key=ctx.event_id
+    )
     return report_rooms("Announced in", outcomes)
 
 
@@ -66,7 +71,9 @@ async def schedule(ctx: CommandContext, args: Args) -> Reply:
     try:
         target = _target(words[used])
         if target != EVERY_ROOM:
-            target = await ctx.services.moderation.actions.resolve(target)
+            target = await ctx.services.moderation.community_room(
+                target, Party(ctx.sender, ctx.role)
+            )
     except (UsageError, RoomActionError) as problem:
         return Reply.error(f"{problem}. {usage}")
     # The message as typed (line breaks kept): everything after the room word.

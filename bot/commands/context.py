@@ -21,6 +21,7 @@ class CommandContext:
     role: Role
     is_direct: bool
     thread_root: str | None  # the thread the command was sent in, if any
+    in_admin_room: bool
     prefix: str
     origin_server_ts: int  # ms since the epoch, from the homeserver
     received_at: float  # time.time() when the bot received the event

@@ -78,6 +78,7 @@ class CommandExecutor:
             role=role,
             is_direct=message.is_direct,
             thread_root=message.thread_root,
+            in_admin_room=message.room_id == self._admin_room_id,
             prefix=p,
             origin_server_ts=message.origin_server_ts,
             received_at=received_at,

@@ -18,6 +18,16 @@ def _actor(ctx: CommandContext) -> Party:
     return Party(ctx.sender, ctx.role)
 
 
+PRIVATE_ONLY = (
+    "I show members' details (emails among them) only in a direct chat with me "
+    "or in the admin room."
+)
+
+
+def _private(ctx: CommandContext) -> bool:
+    return ctx.is_direct or ctx.in_admin_room
+
+
 def _when(moment) -> str:  # type: ignore[no-untyped-def]
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "never"
 
@@ -31,6 +41,8 @@ def _when(moment) -> str:  # type: ignore[no-untyped-def]
     area="members",
 )
 async def users(ctx: CommandContext, args: Args) -> Reply:
+    if not _private(ctx):
+        return Reply.error(PRIVATE_ONLY)
     page = 1 if args.page is None else args.page
     if page < 1:
         return Reply.error(f"--page starts at 1. Usage: `{ctx.prefix}users [query] [--page N]`")
@@ -58,6 +70,8 @@ async def users(ctx: CommandContext, args: Args) -> Reply:
     area="members",
 )
 async def user(ctx: CommandContext, args: Args) -> Reply:
+    if not _private(ctx):
+        return Reply.error(PRIVATE_ONLY)
     s = ctx.services
     member = await s.members.details(args.user)
     usage = await s.chat.usage_today(args.user, member.role)

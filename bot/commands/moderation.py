@@ -35,8 +35,9 @@ async def _sanction(ctx: CommandContext, args: Args, action: str) -> Reply:
     moderation = ctx.services.moderation
     try:
         rooms = await moderation.rooms_for(
-            args.room, every=args.all, current=ctx.room_id, current_is_dm=ctx.is_direct
-        )
+            args.room, every=args.all, current=ctx.room_id, current_is_dm=ctx.is_direct,
+            actor=Party(ctx.sender, ctx.role),
+        )  # fmt: skip
         outcomes = await moderation.sanction(
             action,
             Party(ctx.sender, ctx.role),

@@ -7,7 +7,7 @@ from bot.commands.registry import Arg, Args, Kind, Registry
 from bot.commands.reply import Reply
 from bot.community.markdown import code_span
 from bot.community.roles import Role
-from bot.community.welcome import Joiner, render_greeting
+from bot.community.welcome import Joiner, render_greeting, template_problem
 
 registry = Registry()
 PLACEHOLDERS = ("{name}", "{mention}", "{room}", "{login_hint}")
@@ -33,9 +33,7 @@ async def welcome(ctx: CommandContext, args: Args) -> Reply:
     action = args.action
     if action == "set":
         template = args.template or ""
-        try:
-            template.format(name="", mention="", room="", login_hint="")
-        except (KeyError, IndexError, ValueError):
+        if template_problem(template) is not None:
             return Reply.error(f"The template may only use {', '.join(PLACEHOLDERS)} in braces.")
         if not template.strip():
             return Reply.error(f"Give the message: `{ctx.prefix}welcome set Welcome {{mention}}!`")

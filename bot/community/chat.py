@@ -427,13 +427,17 @@ class ChatService:
             await session.delete(message)
             return True
 
-    async def edit_event(self, event_id: str, new_text: str, model: str | None = None) -> bool:
-        """A member edited a message: the history keeps the new text."""
+    async def edit_event(
+        self, event_id: str, new_text: str, editor: str, model: str | None = None
+    ) -> bool:
+        """A member edited their message: the history keeps the new text. Only the author's own
+        edits count (Matrix lets anyone send an m.replace), and the assistant's answers are never
+        changed this way."""
         async with self._db.transaction() as session:
             message = await session.scalar(
                 select(ChatMessage).where(ChatMessage.event_id == event_id)
             )
-            if message is None:
+            if message is None or message.role != "user" or message.author != editor:
                 return False
             message.content = new_text
             message.tokens = message_tokens(

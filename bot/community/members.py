@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 
 from bot.community.audit import add_entry
-from bot.community.permissions import Party, check_role_change, check_target
+from bot.community.permissions import Party, Refused, check_role_change, check_target
 from bot.community.roles import Role
 from bot.store.database import Database
 from bot.store.models import (
@@ -21,6 +21,7 @@ from bot.store.models import (
     Identity,
     LoginLink,
     Newcomer,
+    OutboxMessage,
     User,
     Welcomed,
     utcnow,
@@ -137,6 +138,8 @@ class MemberAdmin:
             user, party = await self._party(session, target)
             check_target(actor, party, bot_user_id=self._bot,
                          action="deactivate" if not active else "activate")  # fmt: skip
+            if not active and target in self._admins:
+                raise Refused(f"{target} is an admin by the bot's configuration ([roles] admins).")
             if user.active == active:
                 return False
             user.active = active
@@ -162,9 +165,12 @@ class MemberAdmin:
         bookkeeping. The audit log keeps that it happened, not what was deleted."""
         preview = await self.forget_preview(mxid)
         async with self._db.transaction() as session:
-            _, party = await self._party(session, mxid)
-            check_target(actor, party, bot_user_id=self._bot, action="forget", on_self=True)
-            # Conversations only they spoke in (their DM) go whole; elsewhere their turns go.
+            user, party = await self._party(session, mxid)
+            check_target(actor, party, bot_user_id=self._bot, action="forget")
+            if mxid in self._admins:
+                raise Refused(f"{mxid} is an admin by the bot's configuration ([roles] admins).")
+            # Conversations only they spoke in (their DM) go whole; elsewhere their turns go, with
+            # the answer each got, and any summary that may retell them.
             theirs = select(ChatMessage.conversation_id).where(ChatMessage.author == mxid)
             others = select(ChatMessage.conversation_id).where(
                 ChatMessage.author.is_not(None), ChatMessage.author != mxid
@@ -175,13 +181,38 @@ class MemberAdmin:
                     delete(ChatMessage).where(ChatMessage.conversation_id.in_(solo))
                 )
                 await session.execute(delete(Conversation).where(Conversation.id.in_(solo)))
-            await session.execute(delete(ChatMessage).where(ChatMessage.author == mxid))
+            turns = list(
+                await session.scalars(select(ChatMessage).where(ChatMessage.author == mxid))
+            )
+            for turn in turns:
+                answer = await session.scalar(
+                    select(ChatMessage)
+                    .where(
+                        ChatMessage.conversation_id == turn.conversation_id,
+                        ChatMessage.id > turn.id,
+                    )
+                    .order_by(ChatMessage.id)
+                    .limit(1)
+                )
+                if answer is not None and answer.role == "assistant":
+                    await session.delete(answer)
+                await session.delete(turn)
+            shared = {t.conversation_id for t in turns}
+            if shared:
+                await session.execute(
+                    update(Conversation)
+                    .where(Conversation.id.in_(shared))
+                    .values(summary=None, summary_upto=None)
+                )
             for model, column in (
                 (Identity, Identity.mxid), (GptUsage, GptUsage.mxid), (LoginLink, LoginLink.mxid),
                 (Newcomer, Newcomer.mxid), (Welcomed, Welcomed.mxid), (DirectRoom, DirectRoom.mxid),
-                (User, User.mxid),
+                (OutboxMessage, OutboxMessage.recipient),
             ):  # fmt: skip
                 await session.execute(delete(model).where(column == mxid))
+            # The member row stays: it carries no personal data beyond the ID, and keeps a
+            # deactivation or a role in force. When they were last seen goes.
+            user.last_seen_at = None
             add_entry(session, actor=actor.mxid, action="forget", target=mxid, room_id=room_id,
                       detail={"bindings": preview.bindings, "messages": preview.messages})  # fmt: skip
         return preview

@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 
 from bot.community.audit import add_entry
 from bot.community.permissions import Party, check_target
+from bot.community.roles import Role
 from bot.community.users import UserService
 from bot.store.database import Database
 
@@ -25,7 +26,7 @@ class RoomActions(Protocol):
     async def ban(self, room_id: str, user_id: str, reason: str | None) -> None: ...
     async def unban(self, room_id: str, user_id: str) -> None: ...
     async def invite(self, room_id: str, user_id: str) -> None: ...
-    async def post(self, room_id: str, markdown: str) -> None: ...
+    async def post(self, room_id: str, markdown: str, *, key: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,31 @@ Sanction = Literal["kick", "ban", "unban"]
 
 class Moderation:
     def __init__(
-        self, db: Database, actions: RoomActions, users: UserService, bot_user_id: str
+        self,
+        db: Database,
+        actions: RoomActions,
+        users: UserService,
+        bot_user_id: str,
+        *,
+        admin_room_id: str | None = None,
     ) -> None:
         self._db = db
         self.actions = actions
         self._users = users
         self._bot = bot_user_id
+        self._admin_room = admin_room_id
+
+    async def community_room(self, room: str, actor: Party) -> str:
+        """A room id a moderator may act in: one of the community rooms the bot is in (never a
+        member's DM with the bot), and the admin room only for admins."""
+        room_id = await self.actions.resolve(room)
+        if room_id == self._admin_room:
+            if actor.role < Role.ADMIN:
+                raise RoomActionError("Only admins can act in the admin room.")
+            return room_id
+        if room_id not in self.actions.moderated_rooms():
+            raise RoomActionError(f"{room} is not one of the community rooms I am in.")
+        return room_id
 
     async def _record(self, actor: str, action: str, target: str | None, outcomes: list[RoomOutcome],
                       reason: str | None) -> None:  # fmt: skip
@@ -87,24 +107,29 @@ class Moderation:
         return outcomes
 
     async def invite(self, actor: Party, target: str, room: str) -> RoomOutcome:
-        room_id = await self.actions.resolve(room)
+        room_id = await self.community_room(room, actor)
         [outcome] = await self._each_room([room_id], lambda r: self.actions.invite(r, target))
         await self._record(actor.mxid, "invite", target, [outcome], None)
         return outcome
 
-    async def announce(self, actor: str, rooms: list[str], markdown: str) -> list[RoomOutcome]:
-        outcomes = await self._each_room(rooms, lambda r: self.actions.post(r, markdown))
+    async def announce(
+        self, actor: str, rooms: list[str], markdown: str, *, key: str | None = None
+    ) -> list[RoomOutcome]:
+        """`key` (the command's event id) makes a repeat after a restart post nothing twice."""
+        outcomes = await self._each_room(
+            rooms, lambda r: self.actions.post(r, markdown, key=f"{key}-{r}" if key else None)
+        )
         await self._record(actor, "announce", None, outcomes, None)
         return outcomes
 
     async def rooms_for(
-        self, where: str | None, *, every: bool, current: str, current_is_dm: bool
+        self, where: str | None, *, every: bool, current: str, current_is_dm: bool, actor: Party
     ) -> list[str]:
         """The rooms a command means: --all, --room, or the room it was sent in."""
         if every:
             return self.actions.moderated_rooms()
         if where:
-            return [await self.actions.resolve(where)]
+            return [await self.community_room(where, actor)]
         if current_is_dm:
             raise RoomActionError(
                 "In a direct chat, say which room with --room #room:server, or use --all."

@@ -37,6 +37,28 @@ class Greeting:
     unlinked: tuple[str, ...]  # who should get a login link by DM
 
 
+PLACEHOLDERS = ("name", "mention", "room", "login_hint")
+
+
+def template_problem(template: str) -> str | None:
+    """Why a welcome template cannot be used, or None. Only plain placeholders are allowed: a
+    format spec such as {name:>999999999} would build a giant string."""
+    import string
+
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as problem:
+        return f"it is not a valid template ({problem})"
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if field not in PLACEHOLDERS or spec or conversion:
+            return f"{{{field}}} is not a placeholder: use " + ", ".join(
+                f"{{{p}}}" for p in PLACEHOLDERS
+            )
+    return None
+
+
 def _join_words(items: Sequence[str]) -> str:
     if len(items) <= 2:
         return " and ".join(items)
@@ -108,6 +130,13 @@ class WelcomeService:
                 ):
                     fresh.append(mxid)
         return fresh
+
+    async def welcomed_already(self, room_id: str, mxids: Iterable[str]) -> set[str]:
+        wanted = list(mxids)
+        async with self._db.transaction() as session:
+            return set(await session.scalars(
+                select(Welcomed.mxid).where(Welcomed.room_id == room_id, Welcomed.mxid.in_(wanted))
+            ))  # fmt: skip
 
     async def linked(self, mxids: Iterable[str]) -> set[str]:
         wanted = list(mxids)

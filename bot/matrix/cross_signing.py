@@ -141,7 +141,11 @@ class CrossSigning:
         async with http.request(
             method, f"{self._base}{path}", json=body, headers=self._headers
         ) as response:
-            return response.status, await response.json(content_type=None)
+            try:
+                answer = await response.json(content_type=None)
+            except ValueError:
+                raise CrossSigningError(f"{path} answered {response.status} without JSON") from None
+            return response.status, answer if isinstance(answer, dict) else {}
 
     async def _server_keys(self, http: aiohttp.ClientSession) -> dict[str, Any]:
         status, answer = await self._request(
@@ -165,8 +169,10 @@ class CrossSigning:
                         "or reset cross-signing for this account and delete nothing else"
                     )
                 keys = CrossSigningKeys.generate()
+                # Saved before the upload: if its answer is lost, the next start finds these
+                # keys on both sides (or uploads them again), instead of refusing forever.
+                keys.save(self.path)
                 await self._upload_keys(http, keys, password)
-                keys.save(self.path)  # only once the server has them
                 outcome = "created"
             else:
                 ours = public_key(keys.master)
@@ -203,6 +209,14 @@ class CrossSigning:
         body = keys.upload_body(self._user_id)
         status, answer = await self._request(http, "POST", path, body)
         if status == 401 and "flows" in answer:
+            stages = [
+                flow.get("stages") for flow in answer.get("flows", []) if isinstance(flow, dict)
+            ]
+            if ["m.login.password"] not in stages:
+                raise CrossSigningError(
+                    f"the homeserver asks for {stages} to upload cross-signing keys; the bot can only "
+                    "answer a password prompt (approve the reset in your account settings, then restart)"
+                )
             if not password:
                 raise CrossSigningError(
                     "the homeserver wants a password to upload cross-signing keys, and the bot logs in "

@@ -41,6 +41,7 @@ from bot.store.events import EventLedger
 log = structlog.get_logger(__name__)
 
 KEY_WAIT_S = 10.0  # how long a missing room key may take to arrive before the sender is told
+HELP_EVERY_S = 600.0  # at most one decryption help message per sender in this time
 
 
 def _thread_root(content: dict[str, Any]) -> str | None:
@@ -74,6 +75,7 @@ class Dispatcher:
         self._relay = relay
         self._welcomer = welcomer
         self.key_wait_s = KEY_WAIT_S
+        self._helped: dict[str, float] = {}  # sender -> when they last got the decryption help
         self._ledger = ledger
         self._executor = executor
         self._sender = sender
@@ -99,7 +101,11 @@ class Dispatcher:
             log.info("matrix.backlog_skipped", events=skipped)
             return
         for room_id, info in response.rooms.join.items():
-            for event in self._since_our_join(info.timeline.events):
+            events = self._since_our_join(info.timeline.events)
+            if info.timeline.limited and len(events) == len(info.timeline.events):
+                # More happened than one sync carries (not the history of a room just joined).
+                log.warning("matrix.timeline_gap", room_id=room_id, events=len(events))
+            for event in events:
                 if getattr(event, "sender", None) == self.bot_user_id:
                     continue
                 async with self._isolated(room_id, getattr(event, "event_id", None)):
@@ -212,6 +218,16 @@ class Dispatcher:
                 bound.info("crypto.decrypted_late")
                 await self._on_text(room_id, decrypted, resumed=True)
             return
+        # Help goes only where the message was surely meant for the bot (a DM), and not for every
+        # message of someone whose app keeps failing: in rooms it would be noise, or a DM storm.
+        now = loop.time()
+        if (
+            not message.is_direct
+            or now - self._helped.get(event.sender, -HELP_EVERY_S) < HELP_EVERY_S
+        ):
+            bound.info("crypto.help_skipped", direct=message.is_direct)
+            return
+        self._helped[event.sender] = now
         p = self._prefix
         text = (
             "⚠️ I could not decrypt your message: your app did not share its encryption keys with "
@@ -219,14 +235,11 @@ class Dispatcher:
             "make sure your app sends to unverified sessions, or verify my session; "
             f"`{p}help` works in any case."
         )
-        content = message_content(text, reply_to=event.event_id)
         try:
-            if message.is_direct:
-                await self._sender.send_plaintext(room_id, content)
-            else:
-                dm = await self._direct.room_for(event.sender)
-                await self._sender.send_plaintext(dm, message_content(text))
-        except (SendError, RuntimeError) as problem:
+            await self._sender.send_plaintext(
+                room_id, message_content(text, reply_to=event.event_id)
+            )
+        except Exception as problem:  # a help message that fails must not take anything down
             bound.error("crypto.help_not_sent", error=str(problem))
 
     async def _on_member(self, room_id: str, event: RoomMemberEvent) -> None:
@@ -248,7 +261,7 @@ class Dispatcher:
             if await self._relay.chat.forget_event(event.redacts):
                 log.info("chat.redacted", event_id=event.redacts)
 
-    async def _on_edit(self, content: dict[str, Any]) -> None:
+    async def _on_edit(self, content: dict[str, Any], editor: str) -> None:
         if self._relay is None:
             return
         relates, new = content.get("m.relates_to"), content.get("m.new_content")
@@ -256,14 +269,14 @@ class Dispatcher:
             return
         target, new_body = relates.get("event_id"), new.get("body")
         if isinstance(target, str) and isinstance(new_body, str):
-            await self._relay.chat.edit_event(target, new_body)
+            await self._relay.chat.edit_event(target, new_body, editor)
 
     async def _on_text(
         self, room_id: str, event: RoomMessageText, *, resumed: bool = False
     ) -> None:
         content = event.source.get("content", {})
         if _is_edit(content):
-            await self._on_edit(content)
+            await self._on_edit(content, event.sender)
             return
         is_direct = self._direct.is_direct(room_id, event.sender)
         thread_root = _thread_root(content)  # replies go to the thread they were asked in

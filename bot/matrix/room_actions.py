@@ -47,7 +47,8 @@ class MatrixRoomActions(RoomActions):
         return sorted(
             room_id
             for room_id, room in self._client.rooms.items()
-            if not (room.member_count <= 2 and room.join_rule != "public")
+            if self._me in room.users  # still in it: kicked rooms linger in nio's list
+            and not (room.member_count <= 2 and room.join_rule != "public")
         )
 
     @staticmethod
@@ -85,9 +86,12 @@ class MatrixRoomActions(RoomActions):
             raise RoomActionError(f"{room.display_name}: I do not have the power to invite there.")
         self._check(await self._client.room_invite(room_id, user_id), "invite", room.display_name)
 
-    async def post(self, room_id: str, markdown: str) -> None:
+    async def post(self, room_id: str, markdown: str, *, key: str | None = None) -> None:
         room = self._room(room_id)
         try:
-            await self._sender.send(room_id, message_content(markdown, msgtype="m.text"))
+            # A stable transaction id: the homeserver drops a repeat (a command resumed after a restart).
+            await self._sender.send(
+                room_id, message_content(markdown, msgtype="m.text"), txn_id=key
+            )
         except SendError as problem:
             raise RoomActionError(f"{room.display_name}: {problem}") from None

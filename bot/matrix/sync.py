@@ -21,6 +21,9 @@ MAX_BACKOFF_S = 60.0
 FIRST_SYNC_TIMEOUT_S = 300.0
 # On a fresh start only the state matters; one event per room keeps the first sync small.
 FRESH_START_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 1}}}
+# Synapse sends 10 timeline events per room by default: after downtime or in a burst, older
+# commands and joins would be cut off.
+SYNC_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 100}}}
 
 
 class SyncLoop:
@@ -54,7 +57,7 @@ class SyncLoop:
                         timeout=0 if first else self._long_poll_ms,
                         since=token,
                         full_state=first or None,
-                        sync_filter=FRESH_START_FILTER if fresh else None,
+                        sync_filter=FRESH_START_FILTER if fresh else SYNC_FILTER,
                     ),
                     # nio sets no client timeout on a full-state sync: never wait forever.
                     timeout=FIRST_SYNC_TIMEOUT_S if first else self._long_poll_ms / 1000 + 30,

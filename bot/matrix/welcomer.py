@@ -57,26 +57,34 @@ class Welcomer:
     async def _after_window(self, room_id: str) -> None:
         try:
             await asyncio.sleep(self._window)
+        except asyncio.CancelledError:
+            self._timers.pop(room_id, None)
+            raise
+        try:
+            await self.greet(room_id)
         finally:
             self._timers.pop(room_id, None)
-        await self.greet(room_id)
 
     async def flush(self) -> None:
-        """Greet everyone waiting now (at shutdown), rather than lose them."""
-        for task in list(self._timers.values()):
-            task.cancel()
+        """At shutdown: greet everyone still waiting, and let greetings under way finish."""
+        for room_id, task in list(self._timers.items()):
+            if room_id in self._pending:  # still in its window: greet now instead
+                task.cancel()
         for room_id in list(self._pending):
             await self.greet(room_id)
+        if self._timers:
+            await asyncio.wait(list(self._timers.values()), timeout=10)
 
     async def greet(self, room_id: str) -> None:
         joiners = list(self._pending.pop(room_id, {}).values())
         if not joiners:
             return
         try:
-            fresh = set(await self._welcome.claim(room_id, [j.mxid for j in joiners]))
-            joiners = [j for j in joiners if j.mxid in fresh]
+            done = await self._welcome.welcomed_already(room_id, [j.mxid for j in joiners])
+            joiners = [j for j in joiners if j.mxid not in done]
             if not joiners:
                 return
+            fresh = {j.mxid for j in joiners}
             settings = await self._welcome.settings(room_id)
             linked = await self._welcome.linked(fresh)
             greeting = render_greeting(
@@ -87,6 +95,7 @@ class Welcomer:
                 message_content(greeting.markdown, msgtype="m.text", mentions=greeting.mentions),
             )
             self.messages_sent += 1
+            await self._welcome.claim(room_id, fresh)  # recorded once greeted, not before
             log.info("welcome.sent", room_id=room_id, newcomers=len(joiners))
             if greeting.unlinked:
                 await self._welcome.note_newcomers(room_id, greeting.unlinked)

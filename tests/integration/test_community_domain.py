@@ -130,6 +130,13 @@ async def test_forget_deletes_binding_history_and_usage_but_not_others(db):
             ChatMessage(conversation_id=shared.id, role="user", author="@gone:x", content="mine", tokens=1),
             GptUsage(mxid="@gone:x", day=utcnow().date(), prompt_tokens=5, completion_tokens=5, requests=1),
         ])  # fmt: skip
+    await members.set_active(
+        Party("@root:x", Role.ADMIN), "@gone:x", False, reason="spam", room_id=None
+    )
+    with pytest.raises(Refused, match=r"\[roles\] admins"):
+        await members.set_active(
+            Party("@a2:x", Role.ADMIN), "@root:x", False, reason=None, room_id=None
+        )
     preview = await members.forget_preview("@gone:x")
     assert (preview.bindings, preview.messages, preview.usage_days) == (1, 2, 1)
     with pytest.raises(Refused):
@@ -141,6 +148,9 @@ async def test_forget_deletes_binding_history_and_usage_but_not_others(db):
         assert await session.scalar(select(func.count()).select_from(Identity)) == 1
         assert await session.scalar(select(func.count()).select_from(GptUsage)) == 0
     assert await members.forget_preview("@gone:x") == type(preview)(0, 0, 0)
+    assert not (await members.details("@gone:x")).active  # forgetting is no amnesty
+    with pytest.raises(Refused, match="yourself"):
+        await members.forget(Party("@a2:x", Role.ADMIN), "@a2:x", room_id=None)
     assert (await chat.usage_today("@gone:x", Role.USER)).used == 0
 
 

@@ -162,3 +162,13 @@ def test_room_ids_of_room_version_12_have_no_server_part():
     assert parse_room("#general:example.org") == "#general:example.org"
     with pytest.raises(UsageError):
         parse_room("#no-server")
+
+
+def test_welcome_templates_allow_only_plain_placeholders():
+    from bot.community.welcome import template_problem
+
+    assert template_problem("Welcome {mention} to {room}! {login_hint}") is None
+    assert template_problem("{name:>999999999}") is not None
+    assert template_problem("{name!r}") is not None
+    assert template_problem("{nickname}") is not None
+    assert template_problem("{") is not None
