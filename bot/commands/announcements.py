@@ -43,7 +43,9 @@ async def announce(ctx: CommandContext, args: Args) -> Reply:
     try:
         rooms = await _rooms(ctx, _target(args.room))
     except (UsageError, RoomActionError) as problem:
-        return Reply.error(f"{problem}. Usage: `{ctx.prefix}announce <#room|!id|all> <message…>`")
+        return Reply.error(
+            f"{str(problem).rstrip('.')}. Usage: `{ctx.prefix}announce <#room|!id|all> <message…>`"
+        )
     outcomes = await ctx.services.moderation.announce(
         ctx.sender, rooms, args.message, key=ctx.event_id
     )
@@ -65,7 +67,7 @@ async def schedule(ctx: CommandContext, args: Args) -> Reply:
     try:
         plan, used = parse_when(words, utcnow(), announcements.tz)
     except ScheduleError as problem:
-        return Reply.error(f"{problem}. {usage}")
+        return Reply.error(f"{str(problem).rstrip('.')}. {usage}")
     if len(words) < used + 2:
         return Reply.error(f"Say where and what after the time. {usage}")
     try:
@@ -75,7 +77,7 @@ async def schedule(ctx: CommandContext, args: Args) -> Reply:
                 target, Party(ctx.sender, ctx.role)
             )
     except (UsageError, RoomActionError) as problem:
-        return Reply.error(f"{problem}. {usage}")
+        return Reply.error(f"{str(problem).rstrip('.')}. {usage}")
     # The message as typed (line breaks kept): everything after the room word.
     match = re.match(
         r"\s*" + r"\s+".join(re.escape(w) for w in words[: used + 1]) + r"\s+", args.plan

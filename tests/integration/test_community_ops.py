@@ -180,6 +180,9 @@ async def test_kick_ban_unban_invite_take_effect_on_the_homeserver(synapse, tmp_
             assert body(unbanned) == f"{member.user_id} unbanned in community."
             await a.wait_for_membership(room, member.user_id, "leave", timeout=10)
 
+            # Nobody is invited into a member's DM with the bot (it holds their login links).
+            sneaky = await m.ask(room, f"!invite {member.user_id} {a_dm}", sender=bot.user_id)
+            assert body(sneaky) == f"⚠️ {a_dm} is not one of the community rooms I am in."
             # After the unban the member can be invited again, and the invite arrives.
             again = await m.ask(room, f"!invite {member.user_id} {room}", sender=bot.user_id)
             assert body(again) == f"Invited {member.user_id} to community."

@@ -131,7 +131,10 @@ async def test_a_schedule_fires_once_and_schedules_survive_a_restart(synapse, tm
     owner = synapse.fresh_account("owner")
     async with running_bot(synapse, tmp_path, admins=[owner.user_id]) as bot:
         async with await TestUser.login(synapse.base_url, owner) as o:
-            room = await group_room(o, bot.user_id, name="News")
+            # A group room: a private room of just the owner and the bot would count as a DM.
+            room = await group_room(
+                o, bot.user_id, synapse.fresh_account("reader").user_id, name="News"
+            )
             usage = await o.ask(room, "!schedule sometime #x:y hi", sender=bot.user_id)
             assert body(usage).startswith("⚠️ I don't understand 'sometime'")
             assert body(usage).endswith("Usage: `!schedule <when> <#room|!id|all> <message…>`")
