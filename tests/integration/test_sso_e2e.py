@@ -134,7 +134,9 @@ async def test_login_in_a_room_sends_the_link_by_dm_and_unlink_confirms(
                 == "You are now linked as **dan** (Community SSO), role: admin."
             )
 
-            details = await dan.ask(room, f"!user {dan.user_id}", sender=bot.user_id)
+            refused = await dan.ask(room, f"!user {dan.user_id}", sender=bot.user_id)
+            assert refused["content"]["body"].startswith("⚠️ I show members' details")  # not in a room
+            details = await dan.ask(dm, f"!user {dan.user_id}", sender=bot.user_id)
             body = details["content"]["body"]
             assert body.startswith(f"{dan.user_id}: role **admin**, active.")
             assert "Linked: **dan** (Community SSO)" in body and "groups admins" in body
