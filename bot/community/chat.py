@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.community.audit import add_entry
 from bot.community.context_window import StoredMessage, rows_to_read, select_recent
@@ -121,6 +122,22 @@ def describe_wait(delta: timedelta) -> str:
     minutes = max(1, int(delta.total_seconds() // 60))
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+async def delete_turn(session: AsyncSession, message: ChatMessage) -> None:
+    """Delete a stored message and, for a member's message, the answer that followed it."""
+    if message.role == "user":
+        answer = await session.scalar(
+            select(ChatMessage)
+            .where(
+                ChatMessage.conversation_id == message.conversation_id, ChatMessage.id > message.id
+            )
+            .order_by(ChatMessage.id)
+            .limit(1)
+        )
+        if answer is not None and answer.role == "assistant":
+            await session.delete(answer)
+    await session.delete(message)
 
 
 def _speaker(content: str, author_name: str | None) -> str:
@@ -413,18 +430,7 @@ class ChatService:
             )
             if message is None:
                 return False
-            answer = await session.scalar(
-                select(ChatMessage)
-                .where(
-                    ChatMessage.conversation_id == message.conversation_id,
-                    ChatMessage.id > message.id,
-                )
-                .order_by(ChatMessage.id)
-                .limit(1)
-            )
-            if message.role == "user" and answer is not None and answer.role == "assistant":
-                await session.delete(answer)
-            await session.delete(message)
+            await delete_turn(session, message)
             return True
 
     async def edit_event(

@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, or_, select, update
 
 from bot.community.audit import add_entry
+from bot.community.chat import delete_turn
 from bot.community.permissions import Party, Refused, check_role_change, check_target
 from bot.community.roles import Role
 from bot.store.database import Database
@@ -185,18 +186,7 @@ class MemberAdmin:
                 await session.scalars(select(ChatMessage).where(ChatMessage.author == mxid))
             )
             for turn in turns:
-                answer = await session.scalar(
-                    select(ChatMessage)
-                    .where(
-                        ChatMessage.conversation_id == turn.conversation_id,
-                        ChatMessage.id > turn.id,
-                    )
-                    .order_by(ChatMessage.id)
-                    .limit(1)
-                )
-                if answer is not None and answer.role == "assistant":
-                    await session.delete(answer)
-                await session.delete(turn)
+                await delete_turn(session, turn)
             shared = {t.conversation_id for t in turns}
             if shared:
                 await session.execute(
