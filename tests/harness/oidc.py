@@ -34,7 +34,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from tests.harness.processes import tail, terminate, track, untrack
+from tests.harness.processes import spawn, tail, terminate, untrack
 from tests.harness.synapse import REPO_ROOT, free_port
 
 PROVIDER_DIR = REPO_ROOT / "tests/harness/oidc_provider"
@@ -194,17 +194,10 @@ class OidcProvider:
         node = node_binary()
         self._write_config()
         self._static_client_ids = {c["client_id"] for c in self.clients}
-        # Truncated per start: "ready" below is looked up in this start's output only.
-        with open(self.output_path, "wb") as output:
-            self.process = subprocess.Popen(
-                [node, str(PROVIDER_SCRIPT), str(self.config_path)],
-                cwd=PROVIDER_DIR,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() signals exactly it
-            )
-        track(self)
+        self.process = spawn(
+            self, [node, str(PROVIDER_SCRIPT), str(self.config_path)],
+            cwd=PROVIDER_DIR, output=self.output_path,
+        )  # fmt: skip
         try:
             self._wait_ready(timeout)
         except BaseException:

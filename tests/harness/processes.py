@@ -89,3 +89,18 @@ def tail(path: Path, lines: int = 40) -> str:
     except OSError:
         return f"<{path} does not exist>"
     return "\n".join(text.splitlines()[-lines:]) or f"<{path} is empty>"
+
+
+def spawn(
+    owner: Stoppable, args: list[str], *, cwd: Path, output: Path, append: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start a server process: stdout and stderr into `output` (appended, or truncated so a
+    readiness line is looked up in this start's output only), in its own process group so
+    terminate() signals exactly it, and stopped at exit with the rest (see track)."""
+    with open(output, "ab" if append else "wb") as handle:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=handle,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    track(owner)
+    return process

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from tests.harness.processes import tail, terminate, track, untrack
+from tests.harness.processes import spawn, tail, terminate, untrack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -210,17 +210,10 @@ class SynapseServer:
             self._load_secret()
         else:
             self._write_config()
-        # The child gets its own copy of the descriptor: ours can be closed right away.
-        with open(self.output_path, "ab") as output:
-            self.process = subprocess.Popen(
-                [str(python), "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() signals exactly it
-            )
-        track(self)
+        self.process = spawn(
+            self, [str(python), "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
+            cwd=self.workdir, output=self.output_path, append=True,
+        )  # fmt: skip
         try:
             self._wait_healthy(timeout)
         except BaseException:

@@ -135,7 +135,9 @@ async def test_login_in_a_room_sends_the_link_by_dm_and_unlink_confirms(
             )
 
             refused = await dan.ask(room, f"!user {dan.user_id}", sender=bot.user_id)
-            assert refused["content"]["body"].startswith("⚠️ I show members' details")  # not in a room
+            assert refused["content"]["body"].startswith(
+                "⚠️ I show members' details"
+            )  # not in a room
             details = await dan.ask(dm, f"!user {dan.user_id}", sender=bot.user_id)
             body = details["content"]["body"]
             assert body.startswith(f"{dan.user_id}: role **admin**, active.")
