@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -25,9 +26,11 @@ from bot.community.members import MemberAdmin
 from bot.community.moderation import Moderation
 from bot.community.outbox import Outbox
 from bot.community.roles import Role
+from bot.community.tokens import warm_up
 from bot.community.users import UserService
 from bot.community.welcome import WelcomeService
 from bot.config import Config
+from bot.data_dir import make_private
 from bot.errors import OperatorError
 from bot.jobs import Jobs, schedule_jobs
 from bot.llm.openai_compatible import OpenAICompatibleModel
@@ -39,6 +42,7 @@ from bot.matrix.dispatch import Dispatcher
 from bot.matrix.invites import InvitePolicy
 from bot.matrix.outbox_courier import OutboxCourier
 from bot.matrix.room_actions import MatrixRoomActions
+from bot.matrix.room_kinds import RoomKinds
 from bot.matrix.sender import Sender
 from bot.matrix.sync import SyncLoop
 from bot.matrix.welcomer import Welcomer
@@ -82,6 +86,7 @@ def build_chat(
             else gpt.admin_daily_token_quota,
         },
         command_prefix=cfg.matrix.command_prefix,
+        max_tokens=gpt.max_tokens,
     )
     model = OpenAICompatibleModel(
         base_url=gpt.base_url,
@@ -107,6 +112,7 @@ class BotApp:
         self._job_poll_s = job_poll_s
         self.jobs: Jobs | None = None
         self._shutdown_grace_s = shutdown_grace_s
+        make_private(config.data.dir)
         self.db = Database(config.database.url)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -114,6 +120,8 @@ class BotApp:
         self.sender: Sender | None = None
         self.courier: OutboxCourier | None = None
         self.welcomer: Welcomer | None = None
+        self.ledger: EventLedger | None = None
+        self._warming: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -209,9 +217,11 @@ class BotApp:
     async def _cross_sign(self, client: Any) -> None:
         """Cross-sign the bot's device; trouble here is logged, the bot works on regardless."""
         cfg = self.config
-        signer = CrossSigning(cfg.matrix.homeserver, client.user_id, client.device_id,
-                              client.access_token, cfg.data.dir)  # fmt: skip
         try:
+            # Only device keys equal to our own Olm identity keys get signed, whatever the server says.
+            signer = CrossSigning(cfg.matrix.homeserver, client.user_id, client.device_id,
+                                  client.access_token, cfg.data.dir,
+                                  identity_keys=client.olm.account.identity_keys)  # fmt: skip
             await signer.ensure(_secret(cfg.matrix.password))
         except (CrossSigningError, *CONNECT_ERRORS) as problem:
             log.error("crypto.cross_signing_failed", error=str(problem))
@@ -246,6 +256,9 @@ class BotApp:
         users = UserService(self.db, cfg.roles.admins)
         identity = IdentityService(self.db, cfg.roles.admins)
         chat = build_chat(cfg, self.db, identity=identity, users=users)
+        warm_up(cfg.gpt.model)  # the tokenizer loads in the background, off the event loop
+        if released := await chat.release_held_tokens():
+            log.info("chat.reservations_released", members=released)
         login_links = LoginLinks(self.db, timedelta(seconds=cfg.sso.link_ttl_seconds))
         login_settings = LoginSettings(
             public_url=cfg.web.public_url,
@@ -255,7 +268,15 @@ class BotApp:
         self.sender = sender = Sender(client)
         direct = DirectMessenger(client, DirectRooms(self.db), encryption=cfg.matrix.encryption)
         outbox = Outbox(self.db)
-        room_actions = MatrixRoomActions(client, sender, direct)
+        admin_room_id = await self._resolve_admin_room(client)
+        kinds = RoomKinds(
+            client,
+            community_rooms=await self._resolve_rooms(
+                client, cfg.matrix.community_rooms, "matrix.community_rooms"
+            ),
+            admin_room_id=admin_room_id,
+        )
+        room_actions = MatrixRoomActions(client, sender, direct, kinds)
         welcome = WelcomeService(
             self.db, identity,
             rooms=await self._resolve_rooms(client, cfg.welcome.rooms, "welcome.rooms"),
@@ -266,7 +287,6 @@ class BotApp:
             ZoneInfo(cfg.scheduler.timezone),
             timedelta(seconds=cfg.scheduler.missed_run_grace_seconds),
         )
-        admin_room_id = await self._resolve_admin_room(client)
         moderation = Moderation(self.db, room_actions, users, me, admin_room_id=admin_room_id)
         services = Services(
             users=users,
@@ -293,7 +313,7 @@ class BotApp:
             dm_unlinked=cfg.welcome.dm_unlinked, prefix=cfg.matrix.command_prefix,
         )  # fmt: skip
         self.welcomer = welcomer
-        ledger = EventLedger(self.db, me)
+        self.ledger = ledger = EventLedger(self.db, me)
         dispatcher = Dispatcher(
             client,
             ledger=ledger,
@@ -316,7 +336,10 @@ class BotApp:
             client, ledger, dispatcher, encryption=cfg.matrix.encryption, trust=cfg.matrix.trust,
             **({"long_poll_ms": self._long_poll_ms} if self._long_poll_ms else {}),
         )  # fmt: skip
-        self.courier = OutboxCourier(outbox, sender, direct)
+        self.courier = courier = OutboxCourier(
+            outbox, sender, direct, compose_login_link=welcomer.compose_login_link
+        )
+        dispatcher.member_joined = courier.recipient_joined
         tasks = [asyncio.create_task(sync.run(), name="sync")]
         jobs = self.jobs = Jobs()
         try:
@@ -327,6 +350,7 @@ class BotApp:
             tasks.append(asyncio.create_task(self.courier.run(), name="outbox"))
             self.ready.set()
             log.info("bot.ready", user_id=me, device_id=client.device_id)
+            self._warming = asyncio.create_task(self._warm_up(chat), name="warm-up")
             # Work a previous run claimed but was stopped before finishing.
             await dispatcher.resume_unfinished(started - RESUME_WINDOW, before=started)
             reminder = cfg.welcome.reminder_after_seconds
@@ -335,7 +359,7 @@ class BotApp:
                 welcome=welcome, send_login_link=welcomer.send_login_link,
                 reminder_after=timedelta(seconds=reminder) if reminder else None,
                 chat=chat, retention_days=cfg.gpt.history_retention_days, ledger=ledger,
-                announcement_poll_s=self._job_poll_s,
+                outbox=outbox, announcement_poll_s=self._job_poll_s,
             )  # fmt: skip
             jobs.start()
             await self._until_stopped(None, tasks)
@@ -348,6 +372,18 @@ class BotApp:
                     await task
             await welcomer.flush()
             await dispatcher.drain(self._shutdown_grace_s)
+
+    @staticmethod
+    async def _warm_up(chat: ChatService) -> None:
+        """Background: get the assistant ready for its first question. Then everything loaded
+        so far (libraries, the wiring) is moved out of the garbage collector's sight: a full
+        collection over it would otherwise stall the event loop for a fifth of a second now and
+        then."""
+        try:
+            await chat.warm_up()
+        except Exception as problem:  # a first question will try again, and say what is wrong
+            log.warning("gpt.warm_up_failed", error=str(problem))
+        gc.freeze()
 
     async def _until_stopped(
         self, awaited: asyncio.Task[Any] | None, watched: Sequence[asyncio.Task[Any]] = ()

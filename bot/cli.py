@@ -39,10 +39,12 @@ async def _run(config) -> None:  # type: ignore[no-untyped-def]
 
 async def _web(config) -> None:  # type: ignore[no-untyped-def]
     """The web app alone (e.g. several behind a load balancer), on the bot's database."""
+    from bot.data_dir import make_private
     from bot.store.database import Database
     from bot.store.migrate import upgrade_to_head
     from web_callback.app import create_app, serve
 
+    make_private(config.data.dir)
     db = Database(config.database.url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -83,6 +83,9 @@ ENV_PREFIX = "CB_"
 REDACTED = "***"
 
 
+MIN_SESSION_SECRET = 32
+
+
 class ConfigError(Exception):
     """Invalid configuration; ``problems`` holds one human-readable line per problem."""
 
@@ -155,6 +158,14 @@ def _check_mxids(values: tuple[str, ...]) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- sections
 
 
+def _check_room(value: str) -> None:
+    if not (len(value) <= _MAX_ID_LENGTH and _ROOM_RE.match(value)):
+        raise ValueError(
+            "expected a room id like !abc:example.org or an alias like #room:example.org, "
+            f"got {_show(value)}"
+        )
+
+
 class Section(BaseModel):
     """Base class of the config sections: frozen, no unknown keys."""
 
@@ -182,6 +193,9 @@ class MatrixSettings(Section):
     # logged as a warning and not followed). "all": share keys with every device, unverified too.
     trust: Literal["tofu", "all"] = "tofu"
     admin_room: str | None = None
+    # The rooms that --all and scheduled announcements reach (ids or aliases). Empty: every room
+    # the bot is in that people can join by themselves (public, knock or restricted).
+    community_rooms: tuple[str, ...] = ()
     # Users (@user:server) or whole servers (example.org) whose invites the bot accepts.
     # The admins in [roles] are always allowed, whatever this list says.
     autojoin_from: tuple[str, ...] = ()
@@ -230,12 +244,16 @@ class MatrixSettings(Section):
     @field_validator("admin_room")
     @classmethod
     def _admin_room(cls, value: str | None) -> str | None:
-        if value is not None and not (len(value) <= _MAX_ID_LENGTH and _ROOM_RE.match(value)):
-            raise ValueError(
-                "expected a room id like !abc:example.org or an alias like #room:example.org, "
-                f"got {_show(value)}"
-            )
+        if value is not None:
+            _check_room(value)
         return value
+
+    @field_validator("community_rooms")
+    @classmethod
+    def _community_rooms(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            _check_room(value)
+        return values
 
     @field_validator("autojoin_from")
     @classmethod
@@ -294,8 +312,10 @@ class WebSettings(Section):
     @field_validator("session_secret")
     @classmethod
     def _session_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
+        if value is not None and len(value.get_secret_value().strip()) < MIN_SESSION_SECRET:
+            raise ValueError(
+                f"must be at least {MIN_SESSION_SECRET} characters (e.g. `openssl rand -hex 32`)"
+            )
         return value
 
     @property
@@ -387,6 +407,9 @@ class ProviderSettings(Section):
     admin_groups: tuple[str, ...] = ()
     moderator_groups: tuple[str, ...] = ()
     groups_claim: str = "groups"
+    # OIDC only: audiences besides client_id that an ID token may also name (default: none, so
+    # a token meant for other clients too is refused).
+    trusted_audiences: tuple[str, ...] = ()
     # GitHub only: groups are "<org>/<team>" for teams of this organisation (needs read:org).
     github_org: str | None = None
     # GitHub only, for GitHub Enterprise or tests: where its OAuth and API endpoints live.
@@ -485,6 +508,8 @@ class GptSettings(Section):
     daily_token_quota: int = 20000
     moderator_daily_token_quota: int | None = None
     admin_daily_token_quota: int | None = None
+    # The longest answer asked of the model, in tokens (less when a member's quota leaves less).
+    max_tokens: int = Field(default=1024, ge=16, le=200_000)
     history_token_budget: int = 3000
     summarize: bool = False
     history_retention_days: int = 90

@@ -1,5 +1,6 @@
 """Periodic work, on apscheduler in the bot's own event loop: post due announcements, purge old
-login links, remind unlinked newcomers, apply the history retention, forget old event claims.
+login links, remind unlinked newcomers, apply the history retention, forget old event claims,
+expire undeliverable outbox messages and purge delivered ones.
 Each job logs its start and end; a job that fails is logged and tried again next time, and never
 takes the bot down."""
 
@@ -16,6 +17,7 @@ from bot.community.announcements import EVERY_ROOM, Announcements
 from bot.community.chat import ChatService
 from bot.community.login_links import LoginLinks
 from bot.community.moderation import Moderation
+from bot.community.outbox import Outbox
 from bot.community.welcome import WelcomeService
 from bot.store.events import EventLedger
 from bot.store.models import utcnow
@@ -70,7 +72,7 @@ async def post_due_announcements(announcements: Announcements, moderation: Moder
     for item in await announcements.due(now):
         # Marked as run first: after a crash an announcement is missed rather than posted twice.
         await announcements.ran(item.id, now)
-        rooms = moderation.actions.moderated_rooms() if item.target == EVERY_ROOM else [item.target]
+        rooms = moderation.actions.community_rooms() if item.target == EVERY_ROOM else [item.target]
         outcomes = await moderation.announce(item.created_by, rooms, item.body)
         for failed in (o for o in outcomes if not o.ok):
             log.warning(
@@ -100,6 +102,7 @@ def schedule_jobs(
     chat: ChatService,
     retention_days: int,
     ledger: EventLedger,
+    outbox: Outbox,
     announcement_poll_s: float = 5.0,
 ) -> None:
     jobs.every("announcements", announcement_poll_s,
@@ -115,3 +118,8 @@ def schedule_jobs(
     jobs.every(
         "forget_old_claims", 86400, lambda: ledger.forget_before(utcnow() - timedelta(days=30))
     )
+    jobs.every("outbox_upkeep", 3600, lambda: outbox_upkeep(outbox))
+
+
+async def outbox_upkeep(outbox: Outbox) -> dict[str, int]:
+    return {"expired": await outbox.expire_stale(), "purged": await outbox.purge_delivered()}

@@ -10,9 +10,10 @@ from typing import Any, Protocol
 import httpx
 import structlog
 from authlib.integrations.httpx_client import AsyncOAuth2Client
-from joserfc import jwt
-from joserfc.errors import InvalidKeyIdError, JoseError
-from joserfc.jwk import KeySet
+from joserfc import jws, jwt
+from joserfc.errors import BadSignatureError, InvalidKeyIdError, JoseError
+from joserfc.jwa import JWSAlgModel
+from joserfc.jwk import Key, KeySet, OKPKey
 
 from bot.community.identity import GroupRoles, VerifiedIdentity
 from bot.config import ProviderSettings
@@ -23,6 +24,8 @@ log = structlog.get_logger(__name__)
 # is no signature at all.
 ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
                        "ES512", "EdDSA"]  # fmt: skip
+# EdDSA signs with these OKP curves only (X25519/X448 are for key agreement).
+EDDSA_CURVES = ("Ed25519", "Ed448")
 CLOCK_LEEWAY_S = 60
 DISCOVERY_TTL_S = 3600
 HTTP_TIMEOUT_S = 15
@@ -64,6 +67,23 @@ def _oauth_client(settings: ProviderSettings, redirect_uri: str) -> AsyncOAuth2C
 def _text_claim(claims: dict[str, Any], name: str) -> str | None:
     value = claims.get(name)
     return value[:255] if isinstance(value, str) and value.strip() else None
+
+
+def _keys_for(keys: KeySet, alg: JWSAlgModel) -> list[Key]:
+    """The keys of `keys` that can verify an `alg` signature, in JWKS order: the right type (RSA
+    for RS*/PS*, EC on the algorithm's curve for ES*, an Ed25519/Ed448 OKP key for EdDSA), not
+    restricted to another use, algorithm or operation."""
+    usable = []
+    for key in keys:
+        try:
+            alg.check_key(key)  # type, "use": "sig", the key's own "alg", the EC curve
+            key.check_key_op("verify")
+        except JoseError:
+            continue
+        if isinstance(key, OKPKey) and key.curve_name not in EDDSA_CURVES:
+            continue
+        usable.append(key)
+    return usable
 
 
 class OidcProvider:
@@ -164,16 +184,37 @@ class OidcProvider:
             groups=tuple(str(g) for g in groups if isinstance(g, str | int)),
         )
 
-    async def _verified_claims(self, id_token: str, nonce: str) -> dict[str, Any]:
+    async def _decoded(self, id_token: str) -> jwt.Token:
+        """The token with a verified signature (claims not checked yet)."""
         keys = await self._key_set()
-        try:
+        header = jws.extract_compact(id_token.encode()).headers()  # unverified: only picks keys
+        if "kid" in header:
             try:
-                decoded = jwt.decode(id_token, keys, algorithms=ID_TOKEN_ALGORITHMS)
+                return jwt.decode(id_token, keys, algorithms=ID_TOKEN_ALGORITHMS)
             except InvalidKeyIdError:
                 # Keys rotate: fetch the JWKS once more, then give up.
-                decoded = jwt.decode(
+                return jwt.decode(
                     id_token, await self._key_set(refresh=True), algorithms=ID_TOKEN_ALGORITHMS
                 )
+        # No kid: try each published key that fits the algorithm; the first that verifies wins.
+        # get_alg refuses algorithms outside ID_TOKEN_ALGORITHMS (HS256, none) before any key is
+        # tried or the JWKS refetched.
+        registry = jws.JWSRegistry(algorithms=ID_TOKEN_ALGORITHMS)
+        registry.check_header(header)
+        alg = registry.get_alg(header["alg"])
+        for refresh in (False, True):  # keys rotate here too: one refetch, then give up
+            if refresh:
+                keys = await self._key_set(refresh=True)
+            for key in _keys_for(keys, alg):
+                try:
+                    return jwt.decode(id_token, key, algorithms=[alg.name])
+                except BadSignatureError:
+                    continue
+        raise BadSignatureError("no published key verifies this token without kid")
+
+    async def _verified_claims(self, id_token: str, nonce: str) -> dict[str, Any]:
+        try:
+            decoded = await self._decoded(id_token)
             registry = jwt.JWTClaimsRegistry(
                 leeway=CLOCK_LEEWAY_S,
                 iss={"essential": True, "value": self._issuer},
@@ -184,12 +225,15 @@ class OidcProvider:
                 nonce={"essential": True, "value": nonce},
             )
             registry.validate(decoded.claims)
-        except (JoseError, ValueError) as problem:
+        except (JoseError, ValueError, TypeError) as problem:  # TypeError: a hostile header
             raise ProviderError(f"ID token rejected: {problem}") from None
         claims = dict(decoded.claims)
         if not isinstance(claims["sub"], str) or not claims["sub"]:
             raise ProviderError("ID token sub is not a non-empty string")
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        trusted = (self._settings.client_id, *self._settings.trusted_audiences)
+        if any(audience not in trusted for audience in audiences):
+            raise ProviderError("ID token names an audience that is neither us nor trusted")
         azp = claims.get("azp")
         if (len(audiences) > 1 or azp is not None) and azp != self._settings.client_id:
             raise ProviderError("ID token azp is not this client")

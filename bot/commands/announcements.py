@@ -18,13 +18,27 @@ from bot.store.models import utcnow
 
 registry = Registry()
 
+_WORD = re.compile(r"\S+")
+
+
+def _after_words(text: str, count: int) -> str:
+    """`text` from after its first `count` words, as typed (line breaks kept)."""
+    pos = 0
+    for _ in range(count):
+        word = _WORD.search(text, pos)
+        if word is None:
+            return ""
+        pos = word.end()
+    return text[pos:].strip()
+
+
 WHEN_FORMS = "`in 2h`, `at 2026-12-24 18:00`, `every day 08:30`, `every monday 09:00`"
 
 
 async def _rooms(ctx: CommandContext, target: str) -> list[str]:
     moderation = ctx.services.moderation
     if target == EVERY_ROOM:
-        return moderation.actions.moderated_rooms()
+        return moderation.actions.community_rooms()
     return [await moderation.community_room(target, Party(ctx.sender, ctx.role))]
 
 
@@ -79,10 +93,7 @@ async def schedule(ctx: CommandContext, args: Args) -> Reply:
     except (UsageError, RoomActionError) as problem:
         return Reply.error(f"{str(problem).rstrip('.')}. {usage}")
     # The message as typed (line breaks kept): everything after the room word.
-    match = re.match(
-        r"\s*" + r"\s+".join(re.escape(w) for w in words[: used + 1]) + r"\s+", args.plan
-    )
-    message = args.plan[match.end() :].strip() if match else " ".join(words[used + 1 :])
+    message = _after_words(args.plan, used + 1)
     planned = await announcements.plan(ctx.sender, target, message, plan, room_id=ctx.room_id)
     where = (
         "every community room"

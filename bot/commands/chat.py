@@ -35,7 +35,7 @@ async def reset(ctx: CommandContext, args: Args) -> Reply:
             "thread you want to start afresh."
         )
     thread = None if ctx.is_direct else ctx.thread_root
-    if await ctx.services.chat.reset(ctx.room_id, thread):
+    if await ctx.services.chat.reset(ctx.room_id, thread, ctx.sender):
         return Reply(
             "Done: the assistant has forgotten this conversation. The next message starts a new one."
         )

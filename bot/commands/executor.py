@@ -10,9 +10,20 @@ from bot.commands.context import CommandContext
 from bot.commands.registry import Registry, UsageError, parse_arguments
 from bot.commands.reply import Reply
 from bot.commands.services import Services
-from bot.community.markdown import code_span
+from bot.community.markdown import code_span, shorten
+from bot.offload import off_loop
 
-_NAME = re.compile(r"^\s*(\S+)\s?(.*)$", re.DOTALL)
+_SPACE = re.compile(r"\s")
+
+
+def _split_name(text: str) -> tuple[str, str] | None:
+    """`help ping` -> ("help", "ping"): the first word, and the rest after one whitespace."""
+    stripped = text.lstrip()
+    if not stripped:
+        return None
+    space = _SPACE.search(stripped)
+    end = space.start() if space else len(stripped)
+    return stripped[:end], stripped[end + 1 :]
 
 
 @dataclass(frozen=True)
@@ -42,15 +53,16 @@ class CommandExecutor:
     async def run(self, text: str, message: Message) -> Reply:
         """`text` is the command line without its prefix, e.g. `help ping`."""
         received_at = time.time()
-        match = _NAME.match(text)
-        if not match:
+        split = _split_name(text)
+        if split is None:
             return Reply.error(f"Send `{self._prefix}help` to see what I can do.")
-        name, argtext = match.group(1), match.group(2)
+        name, argtext = split
         users = self._services.users
         role = await users.role_of(message.sender)
         command = self.registry.resolve(name)
         p = self._prefix
         if command is None or command.role > role:
+            name = shorten(name, 40)
             suggestion = self.registry.suggest(name, role)
             hint = f" Did you mean `{p}{suggestion}`?" if suggestion else ""
             return Reply.error(
@@ -68,7 +80,7 @@ class CommandExecutor:
         ):
             return Reply.error(f"`{p}{command.name}` works only in the admin room.")
         try:
-            args = parse_arguments(command, argtext)
+            args = await off_loop(lambda: parse_arguments(command, argtext), len(argtext))
         except UsageError as problem:
             return Reply.error(f"{problem}. Usage: `{command.usage(p)}`")
         ctx = CommandContext(

@@ -217,7 +217,7 @@ async def audit(ctx: CommandContext, args: Args) -> Reply:
 )
 async def stats(ctx: CommandContext, args: Args) -> Reply:
     s = await ctx.services.members.stats()
-    rooms = len(ctx.services.moderation.actions.moderated_rooms())
+    rooms = len(ctx.services.moderation.actions.community_rooms())
     return Reply(
         f"**Community today:** {s.members:,} members known, {s.linked:,} linked by SSO, "
         f"{s.active_today:,} active today, {s.gpt_tokens_today:,} assistant tokens today, "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from bot.community.markdown import quoted, shorten
 from bot.community.roles import Role
 
 if TYPE_CHECKING:
@@ -128,13 +129,13 @@ def parse_user(token: str) -> str:
     if pill:
         candidate = pill.group(1).replace("%40", "@").replace("%3A", ":")
     if not _MXID.match(candidate):
-        raise UsageError(f"{token!r} is not a Matrix user ID (like @alice:example.org)")
+        raise UsageError(f"{quoted(token)} is not a Matrix user ID (like @alice:example.org)")
     return candidate
 
 
 def parse_room(token: str) -> str:
     if not _ROOM.match(token):
-        raise UsageError(f"{token!r} is not a room ID or alias (like #general:example.org)")
+        raise UsageError(f"{quoted(token)} is not a room ID or alias (like #general:example.org)")
     return token
 
 
@@ -143,7 +144,7 @@ def _convert(kind: Kind, name: str, token: str, choices: tuple[str, ...]) -> Any
         try:
             return int(token)
         except ValueError:
-            raise UsageError(f"{name} must be a whole number, not {token!r}") from None
+            raise UsageError(f"{name} must be a whole number, not {quoted(token)}") from None
     if kind is Kind.USER:
         return parse_user(token)
     if kind is Kind.ROOM:
@@ -151,40 +152,72 @@ def _convert(kind: Kind, name: str, token: str, choices: tuple[str, ...]) -> Any
     if kind is Kind.CHOICE:
         lowered = token.lower()
         if lowered not in choices:
-            raise UsageError(f"{name} must be one of {', '.join(choices)}, not {token!r}")
+            raise UsageError(f"{name} must be one of {', '.join(choices)}, not {quoted(token)}")
         return lowered
     return token
 
 
-@dataclass
+@dataclass(slots=True)
 class _Token:
     text: str
     start: int  # span of the token in the argument text
     end: int
 
 
-_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
+_QUOTE_OR_ESCAPE = re.compile(r'["\\]')
+_WORD = re.compile(r"\S+")
+
+
+def _closing_quote(text: str, start: int) -> int:
+    """Where the quoted string opened at `start` ends, or -1: a backslash escapes the next
+    character (not a line break); a backslash before a line break, or the end of the text,
+    means it is not a quoted string after all."""
+    i = start + 1
+    while (found := _QUOTE_OR_ESCAPE.search(text, i)) is not None:
+        at = found.start()
+        if text[at] == '"':
+            return at
+        if at + 1 >= len(text) or text[at + 1] == "\n":
+            return -1
+        i = at + 2
+    return -1
 
 
 def _tokenize(text: str) -> list[_Token]:
+    """Words, or "quoted strings" (with \\" inside), in time linear in the text: a quoted
+    string that fails to close stops at a point no later quoted string can start before, so no
+    stretch of the text is searched twice."""
+    if '"' not in text:
+        return [_Token(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
     tokens = []
-    for m in _TOKEN.finditer(text):
-        value = m.group(1).replace('\\"', '"') if m.group(1) is not None else m.group(2)
-        tokens.append(_Token(value, m.start(), m.end()))
+    i = 0
+    while (word := _WORD.search(text, i)) is not None:
+        i = word.start()
+        if text[i] == '"' and (end := _closing_quote(text, i)) >= 0:
+            tokens.append(_Token(text[i + 1 : end].replace('\\"', '"'), i, end + 1))
+            i = end + 1
+            continue
+        tokens.append(_Token(word.group(), i, word.end()))
+        i = word.end()
     return tokens
 
 
 def _raw_text(text: str, start: int, cut: list[tuple[int, int]]) -> str:
-    """The line from `start` on, as typed (newlines kept), without the option spans in `cut`."""
+    """The line from `start` on, as typed (newlines kept), without the option spans in `cut`;
+    where a span was cut out, the text on either side is joined by one space."""
     pieces, pos = [], start
     for a, b in sorted(c for c in cut if c[0] >= start):
         pieces.append(text[pos:a])
         pos = b
     pieces.append(text[pos:])
-    joined = pieces[0]
-    for piece in pieces[1:]:
-        joined = joined.rstrip(" \t") + " " + piece.lstrip(" \t")
-    return joined.strip()
+    if len(pieces) == 1:
+        return pieces[0].strip()
+    trimmed = [
+        pieces[0].rstrip(" \t"),
+        *(p.strip(" \t") for p in pieces[1:-1]),
+        pieces[-1].lstrip(" \t"),
+    ]
+    return " ".join(p for p in trimmed if p).strip()
 
 
 def parse_arguments(command: Command, text: str) -> Args:
@@ -202,19 +235,19 @@ def parse_arguments(command: Command, text: str) -> Args:
     i = 0
     while i < len(tokens):
         tok = tokens[i]
-        flag = flags.get(tok.text.lower())
+        flag = flags.get(tok.text.lower()) if tok.text.startswith("--") else None
         if flag is not None:
             if flag.kind is None:
                 args[flag.key] = True
                 cut.append((tok.start, tok.end))
             else:
                 if i + 1 >= len(tokens):
-                    raise UsageError(f"{tok.text} needs a value")
+                    raise UsageError(f"{shorten(tok.text, 40)} needs a value")
                 i += 1
                 args[flag.key] = _convert(flag.kind, tok.text, tokens[i].text, ())
                 cut.append((tok.start, tokens[i].end))
         elif tok.text.startswith("--") and len(tok.text) > 2 and not has_text:
-            raise UsageError(f"unknown option {tok.text}")
+            raise UsageError(f"unknown option {shorten(tok.text, 40)}")
         else:
             positional.append(tok)
         i += 1
@@ -235,7 +268,7 @@ def parse_arguments(command: Command, text: str) -> Args:
             args[arg.name] = None
     if len(positional) > len(command.args):
         extra = " ".join(t.text for t in positional[len(command.args) :])
-        raise UsageError(f"unexpected {extra!r}")
+        raise UsageError(f"unexpected {quoted(extra)}")
     return args
 
 

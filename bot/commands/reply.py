@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.community.markdown import shorten
+
+ERROR_LIMIT = 1_000
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -19,4 +23,5 @@ class Reply:
 
     @classmethod
     def error(cls, text: str) -> Reply:
-        return cls(f"⚠️ {text}")
+        # Errors are short; one that quotes too much member input is cut rather than flood.
+        return cls(f"⚠️ {shorten(text, ERROR_LIMIT)}")

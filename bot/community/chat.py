@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.community.audit import add_entry
@@ -19,8 +20,14 @@ from bot.community.identity import IdentityService
 from bot.community.roles import Role
 from bot.community.tokens import MESSAGE_OVERHEAD, count_tokens, message_tokens
 from bot.community.users import UserService
+from bot.keyed_lock import KeyedLock
+from bot.store.chat_usage import DayUsage, Held, UsageStore
 from bot.store.database import Database
-from bot.store.models import ChatMessage, Conversation, GptUsage, RoomSettings, User, utcnow
+from bot.store.models import ChatMessage, Conversation, RoomSettings, User, utcnow
+
+# The shortest answer asked for when the quota leaves less room than a full answer.
+LEAST_ANSWER_TOKENS = 16
+COMMIT_TRIES = 3
 
 SUMMARY_PROMPT = (
     "Summarise the conversation below for your own later reference: keep facts, names, "
@@ -42,6 +49,7 @@ class Completion:
     text: str
     prompt_tokens: int | None = None  # as the endpoint reported them, when it did
     completion_tokens: int | None = None
+    cut_short: bool = False  # the model stopped at the length it was allowed
 
 
 class ModelError(Exception):
@@ -53,8 +61,16 @@ TextCallback = Callable[[str], None]  # receives the whole answer so far
 
 class LanguageModel(Protocol):
     async def complete(
-        self, messages: Sequence[PromptMessage], *, model: str, on_text: TextCallback | None
+        self,
+        messages: Sequence[PromptMessage],
+        *,
+        model: str,
+        on_text: TextCallback | None,
+        max_tokens: int | None = None,
     ) -> Completion: ...
+
+    async def warm_up(self, model: str) -> None:
+        """Get ready for a first request (imports, clients) without stalling anyone."""
 
 
 class ChatRefused(Exception):
@@ -74,6 +90,7 @@ class ChatSettings:
     summarize: bool
     daily_quota: dict[Role, int]  # 0 means no limit
     command_prefix: str = "!"
+    max_tokens: int = 1024  # the longest answer asked for (less when the quota leaves less)
 
 
 @dataclass(frozen=True)
@@ -87,11 +104,19 @@ class RoomChatSettings:
 @dataclass(frozen=True)
 class ChatTurn:
     room_id: str
-    thread_root: str | None  # None: the DM's running conversation
+    thread_root: str | None  # None: the sender's own conversation in their DM
     sender: str
     sender_name: str | None  # set in rooms, so the model knows who speaks
     text: str
     event_id: str
+
+
+@dataclass
+class Hold:
+    """The tokens a turn holds against its sender's quota until it is settled, once."""
+
+    held: Held
+    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +126,11 @@ class PreparedTurn:
     model: str
     messages: list[PromptMessage]
     oldest_in_window: int | None  # id of the oldest stored message the prompt includes
+    hold: Hold
+
+    @property
+    def max_tokens(self) -> int:
+        return self.hold.held.completion
 
 
 @dataclass(frozen=True)
@@ -161,11 +191,12 @@ class ChatService:
         self._identity = identity
         self._users = users
         self._clock = clock
-        self._locks: dict[tuple[str, str | None], asyncio.Lock] = {}
+        self._usage = UsageStore(db)
+        self._locks: KeyedLock[tuple[str, str | None]] = KeyedLock()
 
-    def conversation_lock(self, room_id: str, thread_root: str | None) -> asyncio.Lock:
+    def conversation_lock(self, room_id: str, thread_root: str | None, member: str | None = None):  # type: ignore[no-untyped-def]
         """Turns of one conversation run one after the other; different ones in parallel."""
-        return self._locks.setdefault((room_id, thread_root), asyncio.Lock())
+        return self._locks((room_id, thread_root if thread_root is not None else member))
 
     # -- settings per room --------------------------------------------------------------------
 
@@ -214,14 +245,68 @@ class ChatService:
     def _today(self) -> date:
         return self._clock().date()
 
+    async def _quota(self, mxid: str, role: Role) -> int:
+        override = await self._usage.quota_override(mxid)
+        return override if override is not None else self.settings.daily_quota.get(role, 0)
+
     async def usage_today(self, mxid: str, role: Role) -> Usage:
-        async with self._db.transaction() as session:
-            row = await session.get(GptUsage, (mxid, self._today()))
-            user = await session.get(User, mxid)
-        used = (row.prompt_tokens + row.completion_tokens) if row else 0
-        override = user.gpt_daily_quota if user else None
-        quota = override if override is not None else self.settings.daily_quota.get(role, 0)
-        return Usage(used, quota)
+        today = await self._usage.today(mxid, self._today())
+        return Usage(today.used, await self._quota(mxid, role))
+
+    async def warm_up(self) -> None:
+        await self._model.warm_up(self.settings.model)
+
+    async def release_held_tokens(self) -> int:
+        """At start-up: tokens held by requests a crash cut off go back to their members."""
+        return await self._usage.release_all()
+
+    async def _hold(self, sender: str, prompt: list[PromptMessage], model: str) -> Hold:
+        """Reserve the prompt and the longest answer the quota allows, before asking: parallel
+        questions cannot together spend more than the quota. Raises ChatRefused."""
+        role = await self._users.role_of(sender)
+        quota = await self._quota(sender, role)
+        result = await self._usage.hold(
+            sender, self._today(),
+            prompt=sum(message_tokens(m.content, model) for m in prompt),
+            completion=self.settings.max_tokens, quota=quota,
+            least=min(LEAST_ANSWER_TOKENS, self.settings.max_tokens),
+        )  # fmt: skip
+        if isinstance(result, Held):
+            return Hold(result)
+        return self._refuse_for_quota(result, quota)
+
+    def _refuse_for_quota(self, today: DayUsage, quota: int) -> Hold:
+        if today.reserved and today.used < quota:
+            raise ChatRefused(
+                "Your other questions are still being answered, and together they may use up "
+                "today's quota. Please ask again when they are done."
+            )
+        raise ChatRefused(self.quota_message(Usage(max(today.used, quota), quota)))
+
+    def shown_answer(self, prepared: PreparedTurn, completion: Completion) -> str:
+        """The answer as the member sees it: an answer that hit its length limit says why."""
+        if not completion.cut_short:
+            return completion.text
+        why = (
+            "your daily quota is nearly used up"
+            if prepared.max_tokens < self.settings.max_tokens
+            else "it reached the longest answer I may give"
+        )
+        return f"{completion.text}\n\n*(Cut short: {why}.)*"
+
+    async def release(self, prepared: PreparedTurn) -> None:
+        """A turn that spent nothing the member is charged for gives its reservation back."""
+        await self._settle(prepared, None)
+
+    async def _settle(self, prepared: PreparedTurn, spent: tuple[int, int] | None) -> None:
+        hold = prepared.hold
+        if hold.settled:
+            return
+        prompt, completion = spent or (0, 0)
+        await self._usage.settle(
+            hold.held, prompt=prompt, completion=completion, counted=spent is not None
+        )
+        hold.settled = True
 
     async def set_quota(self, mxid: str, tokens: int | None, actor: str) -> None:
         async with self._db.transaction() as session:
@@ -259,13 +344,15 @@ class ChatService:
         return room
 
     async def prepare(self, turn: ChatTurn) -> PreparedTurn:
-        """Check access and build the prompt. Raises ChatRefused."""
+        """Check access, build the prompt and hold its tokens. Raises ChatRefused."""
         room = await self.check_access(turn.sender, turn.room_id)
         model = room.model
         system = [PromptMessage("system", room.prompt)]
         current = PromptMessage("user", _speaker(turn.text, turn.sender_name))
         async with self._db.transaction() as session:
-            conversation = await self._open_conversation(session, turn.room_id, turn.thread_root)
+            conversation = await self._open_conversation(
+                session, turn.room_id, turn.thread_root, turn.sender
+            )
             if conversation.summary:
                 system.append(
                     PromptMessage(
@@ -290,14 +377,24 @@ class ChatService:
             )
             for m in window
         ]
+        messages = [*system, *history, current]
         return PreparedTurn(
-            turn, conversation.id, model, [*system, *history, current],
+            turn, conversation.id, model, messages,
             oldest_in_window=window[0].id if window else None,
+            hold=await self._hold(turn.sender, messages, model),
         )  # fmt: skip
 
     async def generate(self, prepared: PreparedTurn, on_text: TextCallback | None) -> Completion:
-        """Ask the model. Raises ModelError with a message for the member."""
-        return await self._model.complete(prepared.messages, model=prepared.model, on_text=on_text)
+        """Ask the model. Raises ModelError with a message for the member (the tokens held for
+        the turn are then given back)."""
+        try:
+            return await self._model.complete(
+                prepared.messages, model=prepared.model, on_text=on_text,
+                max_tokens=prepared.max_tokens,
+            )  # fmt: skip
+        except ModelError:
+            await self.release(prepared)
+            raise
 
     async def commit(
         self,
@@ -317,31 +414,34 @@ class ChatService:
         if completion_tokens is None:
             completion_tokens = count_tokens(completion.text, model)
         turn = prepared.turn
+        # Counted first and on its own: a delivered answer is always counted, whatever happens
+        # to the history below. A passing database error is tried again.
+        for attempt in range(1, COMMIT_TRIES + 1):
+            try:
+                await self._settle(prepared, (prompt_tokens, completion_tokens))
+                break
+            except SQLAlchemyError:
+                if attempt == COMMIT_TRIES:
+                    raise
+                await asyncio.sleep(0.2 * attempt)
+        if not delivered:
+            return prompt_tokens + completion_tokens
         async with self._db.transaction() as session:
-            usage = await session.get(GptUsage, (turn.sender, self._today()))
-            if usage is None:
-                usage = GptUsage(mxid=turn.sender, day=self._today(), prompt_tokens=0,
-                                 completion_tokens=0, requests=0)  # fmt: skip
-                session.add(usage)
-            usage.prompt_tokens += prompt_tokens
-            usage.completion_tokens += completion_tokens
-            usage.requests += 1
-            if delivered:
-                session.add_all([
-                    ChatMessage(
-                        conversation_id=prepared.conversation_id, role="user", author=turn.sender,
-                        author_name=turn.sender_name, content=turn.text, event_id=turn.event_id,
-                        tokens=message_tokens(_speaker(turn.text, turn.sender_name), model),
-                    ),
-                    ChatMessage(
-                        conversation_id=prepared.conversation_id, role="assistant",
-                        content=completion.text, event_id=reply_event_id,
-                        tokens=message_tokens(completion.text, model),
-                    ),
-                ])  # fmt: skip
-                conversation = await session.get(Conversation, prepared.conversation_id)
-                if conversation is not None:
-                    conversation.updated_at = utcnow()
+            session.add_all([
+                ChatMessage(
+                    conversation_id=prepared.conversation_id, role="user", author=turn.sender,
+                    author_name=turn.sender_name, content=turn.text, event_id=turn.event_id,
+                    tokens=message_tokens(_speaker(turn.text, turn.sender_name), model),
+                ),
+                ChatMessage(
+                    conversation_id=prepared.conversation_id, role="assistant",
+                    content=completion.text, event_id=reply_event_id,
+                    tokens=message_tokens(completion.text, model),
+                ),
+            ])  # fmt: skip
+            conversation = await session.get(Conversation, prepared.conversation_id)
+            if conversation is not None:
+                conversation.updated_at = utcnow()
         return prompt_tokens + completion_tokens
 
     async def fold_into_summary(self, prepared: PreparedTurn) -> bool:
@@ -386,25 +486,31 @@ class ChatService:
     # -- conversations ------------------------------------------------------------------------
 
     async def _open_conversation(
-        self, session, room_id: str, thread_root: str | None
+        self, session, room_id: str, thread_root: str | None, member: str
     ) -> Conversation:  # type: ignore[no-untyped-def]
-        found = await session.scalar(self._open_query(room_id, thread_root))
+        found = await session.scalar(self._open_query(room_id, thread_root, member))
         if found is None:
-            found = Conversation(room_id=room_id, thread_root=thread_root)
+            found = Conversation(
+                room_id=room_id, thread_root=thread_root,
+                member=member if thread_root is None else None,
+            )  # fmt: skip
             session.add(found)
             await session.flush()
         return found
 
     @staticmethod
-    def _open_query(room_id: str, thread_root: str | None):  # type: ignore[no-untyped-def]
-        scope = (
-            Conversation.thread_root.is_(None)
-            if thread_root is None
-            else Conversation.thread_root == thread_root
-        )
+    def _open_query(room_id: str, thread_root: str | None, member: str | None = None):  # type: ignore[no-untyped-def]
+        """A room thread's conversation, or (no thread) a DM's: that one belongs to the member,
+        so whoever is in the room later never inherits it."""
+        if thread_root is not None:
+            scope = [Conversation.thread_root == thread_root]
+        else:
+            scope = [Conversation.thread_root.is_(None)]
+            if member is not None:
+                scope.append(Conversation.member == member)
         return (
             select(Conversation)
-            .where(Conversation.room_id == room_id, scope, Conversation.closed_at.is_(None))
+            .where(Conversation.room_id == room_id, *scope, Conversation.closed_at.is_(None))
             .order_by(Conversation.id.desc())
             .limit(1)
         )
@@ -413,10 +519,10 @@ class ChatService:
         async with self._db.transaction() as session:
             return await session.scalar(self._open_query(room_id, thread_root)) is not None
 
-    async def reset(self, room_id: str, thread_root: str | None) -> bool:
+    async def reset(self, room_id: str, thread_root: str | None, member: str | None = None) -> bool:
         """Close the open conversation here; the next message starts a fresh one."""
         async with self._db.transaction() as session:
-            found = await session.scalar(self._open_query(room_id, thread_root))
+            found = await session.scalar(self._open_query(room_id, thread_root, member))
             if found is None:
                 return False
             found.closed_at = utcnow()
@@ -451,10 +557,12 @@ class ChatService:
             )
             return True
 
-    async def history(self, room_id: str, thread_root: str | None) -> list[StoredMessage]:
+    async def history(
+        self, room_id: str, thread_root: str | None, member: str | None = None
+    ) -> list[StoredMessage]:
         """The open conversation's stored messages, oldest first (for `!gpt` and tests)."""
         async with self._db.transaction() as session:
-            conversation = await session.scalar(self._open_query(room_id, thread_root))
+            conversation = await session.scalar(self._open_query(room_id, thread_root, member))
             if conversation is None:
                 return []
             rows = await session.scalars(

@@ -15,6 +15,7 @@ from bot.community.permissions import Party, Refused, check_role_change, check_t
 from bot.community.roles import Role
 from bot.store.database import Database
 from bot.store.models import (
+    AuditEntry,
     ChatMessage,
     Conversation,
     DirectRoom,
@@ -200,6 +201,17 @@ class MemberAdmin:
                 (OutboxMessage, OutboxMessage.recipient),
             ):  # fmt: skip
                 await session.execute(delete(model).where(column == mxid))
+            # The audit log keeps the facts (who did what to whom, when, where, and the
+            # moderator's stated reason) but not the data about them that details carry
+            # (usernames, SSO subjects, settings they typed).
+            await session.execute(
+                update(AuditEntry)
+                .where(
+                    or_(AuditEntry.target == mxid, AuditEntry.actor == mxid),
+                    AuditEntry.detail.is_not(None),
+                )
+                .values(detail={"scrubbed": "forget"})
+            )
             # The member row stays: it carries no personal data beyond the ID, and keeps a
             # deactivation or a role in force. When they were last seen goes.
             user.last_seen_at = None

@@ -20,7 +20,7 @@ class RoomActionError(Exception):
 
 class RoomActions(Protocol):
     async def resolve(self, room: str) -> str: ...
-    def moderated_rooms(self) -> list[str]: ...
+    def community_rooms(self) -> list[str]: ...
     def room_name(self, room_id: str) -> str: ...
     async def kick(self, room_id: str, user_id: str, reason: str | None) -> None: ...
     async def ban(self, room_id: str, user_id: str, reason: str | None) -> None: ...
@@ -67,7 +67,7 @@ class Moderation:
             if actor.role < Role.ADMIN:
                 raise RoomActionError("Only admins can act in the admin room.")
             return room_id
-        if room_id not in self.actions.moderated_rooms():
+        if room_id not in self.actions.community_rooms():
             raise RoomActionError(f"{room} is not one of the community rooms I am in.")
         return room_id
 
@@ -127,11 +127,18 @@ class Moderation:
     ) -> list[str]:
         """The rooms a command means: --all, --room, or the room it was sent in."""
         if every:
-            return self.actions.moderated_rooms()
+            return self.actions.community_rooms()
         if where:
             return [await self.community_room(where, actor)]
         if current_is_dm:
             raise RoomActionError(
                 "In a direct chat, say which room with --room #room:server, or use --all."
+            )
+        if current == self._admin_room:
+            if actor.role < Role.ADMIN:
+                raise RoomActionError("Only admins can act in the admin room.")
+        elif current not in self.actions.community_rooms():
+            raise RoomActionError(
+                "This is not one of the community rooms, so I do not moderate here."
             )
         return [current]

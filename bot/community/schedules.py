@@ -64,11 +64,32 @@ _UNIT_NAMES = (("d", "day", 86400), ("h", "hour", 3600), ("m", "minute", 60), ("
 
 # ASCII digits only: int() would accept other scripts' digits and "²" would pass isdigit().
 _NUMBER = re.compile(r"[0-9]{1,9}")
-_COMPACT = re.compile(r"(?:[0-9]{1,9}[a-z]+)+")
-_COMPACT_PART = re.compile(r"([0-9]{1,9})([a-z]+)")
+_LETTERS = re.compile(r"[a-z]+")
 _CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?")
 _DATE = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})")
-_WITH_OFFSET = re.compile(r"(.+?)(z|[+-][0-9]{2}:[0-9]{2})")
+_OFFSET = re.compile(r"[+-][0-9]{2}:[0-9]{2}")
+
+
+def _compact_parts(word: str) -> list[tuple[str, str]]:
+    """`1h30m` -> [("1", "h"), ("30", "m")]; [] when the word is not only number-unit pairs."""
+    parts, pos = [], 0
+    while pos < len(word):
+        number = _NUMBER.match(word, pos)
+        unit = _LETTERS.match(word, number.end()) if number else None
+        if unit is None:
+            return []
+        parts.append((number.group(), unit.group()))  # type: ignore[union-attr]
+        pos = unit.end()
+    return parts
+
+
+def _split_offset(word: str) -> tuple[str, str] | None:
+    """`18:00+01:00` -> ("18:00", "+01:00"); `18:00z` -> ("18:00", "z")."""
+    if len(word) > 6 and _OFFSET.fullmatch(word, len(word) - 6):
+        return word[:-6], word[-6:]
+    if len(word) > 1 and word.endswith("z"):
+        return word[:-1], "z"
+    return None
 
 
 class ScheduleError(ValueError):
@@ -260,10 +281,10 @@ def _parse_moment(
         date_word, time_word = first, words[i + 1].lower()
         used = 2
     written = datetime.combine(_date_of(date_word), time())
-    with_offset = _WITH_OFFSET.fullmatch(time_word)
+    with_offset = _split_offset(time_word)
     if with_offset:
-        written = written.replace(tzinfo=_offset_of(with_offset[2], time_word))
-        time_word = with_offset[1]
+        written = written.replace(tzinfo=_offset_of(with_offset[1], time_word))
+        time_word = with_offset[0]
     clock = _clock_of(time_word)
     written = written.replace(hour=clock.hour, minute=clock.minute, second=clock.second)
     if now is None or tz is None:
@@ -293,7 +314,7 @@ def _duration(words: list[str], i: int) -> tuple[int, int] | None:
     total, j = 0, i
     while j < len(words):
         word = words[j].lower()
-        parts = _COMPACT_PART.findall(word) if _COMPACT.fullmatch(word) else []
+        parts = _compact_parts(word)
         if parts and all(unit in _UNIT_SECONDS for _, unit in parts):
             total += sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
             j += 1

@@ -1,11 +1,14 @@
 """Counting tokens: tiktoken where it knows the model (and can load its encoding), otherwise a
-conservative estimate that errs on the side of too many, so budgets hold either way."""
+conservative estimate that errs on the side of too many, so budgets hold either way.
+
+Loading an encoding imports tiktoken and may download a file: that happens once per model, in a
+background thread, never in the caller's way; until it is ready the estimate is used."""
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
-from functools import lru_cache
 
 import structlog
 
@@ -22,16 +25,43 @@ def estimate_tokens(text: str) -> int:
     return max(by_bytes, len(text.split()))
 
 
-@lru_cache(maxsize=16)
-def _encoder(model: str) -> Callable[[str], int] | None:
+MAX_MODELS = 16
+_encoders: dict[str, Callable[[str], int] | None] = {}  # None: estimating for good
+_loading: set[str] = set()
+_lock = threading.Lock()
+
+
+def _load(model: str) -> None:
     try:
         import tiktoken
 
         encoding = tiktoken.encoding_for_model(model)
+        encoder: Callable[[str], int] | None = lambda text: len(  # noqa: E731
+            encoding.encode(text, disallowed_special=())
+        )
     except Exception as problem:  # unknown model, or the encoding cannot be downloaded
         log.info("tokens.estimating", model=model, reason=type(problem).__name__)
-        return None
-    return lambda text: len(encoding.encode(text, disallowed_special=()))
+        encoder = None
+    with _lock:
+        _encoders[model] = encoder
+        _loading.discard(model)
+
+
+def _encoder(model: str) -> Callable[[str], int] | None:
+    """The model's tokenizer once loaded; until then (and for unknown models) None."""
+    with _lock:
+        if model in _encoders:
+            return _encoders[model]
+        if model in _loading or len(_encoders) + len(_loading) >= MAX_MODELS:
+            return None
+        _loading.add(model)
+    threading.Thread(target=_load, args=(model,), name="tokenizer", daemon=True).start()
+    return None
+
+
+def warm_up(model: str) -> None:
+    """Start loading the tokenizer of `model` now (at start-up), so it is ready when needed."""
+    _encoder(model)
 
 
 def count_tokens(text: str, model: str) -> int:

@@ -1,23 +1,45 @@
 """The LanguageModel the chat domain asks, over any OpenAI-compatible endpoint via langchain-openai.
 Timeouts, 429 and 5xx are retried by the OpenAI client with backoff (`max_retries`); what still
-fails becomes a ModelError with a short message for the member, and a log line for operators."""
+fails becomes a ModelError with a short message for the member, and a log line for operators.
+
+langchain and the openai SDK take a second to import, partly on first use (openai loads its
+streaming code lazily): they are imported in a worker thread by warm_up() once the bot is up, so
+neither the start nor the first question stalls the event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import openai
 import structlog
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_openai import ChatOpenAI
 
 from bot.community.chat import Completion, LanguageModel, ModelError, PromptMessage, TextCallback
+from bot.lru import LRUDict
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
 
 log = structlog.get_logger(__name__)
 
-_MESSAGE_TYPES = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+# What a first request would otherwise import on the event loop.
+_LIBRARIES = (
+    "httpx", "openai", "langchain_core.messages", "langchain_openai",
+    "openai.lib.streaming.chat", "openai.resources.chat.completions",
+)  # fmt: skip
+
+
+def _import_libraries() -> None:
+    for name in _LIBRARIES:
+        importlib.import_module(name)
+
+
+def _prompt(messages: Sequence[PromptMessage]) -> list[Any]:
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+    return [kinds[m.role](content=m.content) for m in messages]
 
 
 def _text(content: Any) -> str:
@@ -48,38 +70,60 @@ class OpenAICompatibleModel(LanguageModel):
             "max_retries": max_retries,
         }
         self._stream = stream
-        self._clients: dict[str, ChatOpenAI] = {}
+        # Rooms may name any model: keep a client for the few in use, not one per name ever seen.
+        self._clients: LRUDict[str, ChatOpenAI] = LRUDict(16)
+
+    async def warm_up(self, model: str) -> None:
+        """Import the libraries and make the client for `model`, in a worker thread."""
+        await asyncio.to_thread(lambda: (_import_libraries(), self._client(model)))
 
     def _client(self, model: str) -> ChatOpenAI:
         if model not in self._clients:
+            from langchain_openai import ChatOpenAI
+
             self._clients[model] = ChatOpenAI(
                 model=model, streaming=self._stream, stream_usage=True, **self._options
             )
         return self._clients[model]
 
     async def complete(
-        self, messages: Sequence[PromptMessage], *, model: str, on_text: TextCallback | None
+        self,
+        messages: Sequence[PromptMessage],
+        *,
+        model: str,
+        on_text: TextCallback | None,
+        max_tokens: int | None = None,
     ) -> Completion:
-        prompt: list[BaseMessage] = [_MESSAGE_TYPES[m.role](content=m.content) for m in messages]
+        prompt = _prompt(messages)
         client = self._client(model)
+        options: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
         usage: dict[str, Any] | None = None
+        text = ""
+        finish: str | None = None
         try:
             if self._stream and on_text is not None:
-                text = ""
-                async for chunk in client.astream(prompt):
+                async for chunk in client.astream(prompt, **options):
                     piece = _text(chunk.content)
                     if piece:
                         text += piece
                         on_text(text)
                     if chunk.usage_metadata:
                         usage = dict(chunk.usage_metadata)
+                    finish = chunk.response_metadata.get("finish_reason") or finish
             else:
-                result = await client.ainvoke(prompt)
+                result = await client.ainvoke(prompt, **options)
                 text = _text(result.content)
                 usage = dict(result.usage_metadata) if result.usage_metadata else None
+                finish = result.response_metadata.get("finish_reason")
         except ModelError:
             raise
         except Exception as problem:
+            if text:  # some of the answer had come: it broke off, it was reachable
+                log.warning("gpt.stream_cut", model=model, error=type(problem).__name__)
+                raise ModelError(
+                    "The answer broke off halfway: the connection to the assistant's service "
+                    "was lost. Please ask again."
+                ) from None
             raise self._explain(problem, model) from None
         if not text.strip():
             raise ModelError("The assistant sent an empty answer. Please try again.")
@@ -87,10 +131,14 @@ class OpenAICompatibleModel(LanguageModel):
             text,
             prompt_tokens=usage.get("input_tokens") if usage else None,
             completion_tokens=usage.get("output_tokens") if usage else None,
+            cut_short=finish == "length",
         )
 
     def _explain(self, problem: Exception, model: str) -> ModelError:
         """Map what went wrong to words for the member; the details go to the log."""
+        import httpx
+        import openai
+
         status = getattr(problem, "status_code", None)
         log.warning("gpt.request_failed", model=model, error=type(problem).__name__, status=status)
         if isinstance(problem, openai.RateLimitError):

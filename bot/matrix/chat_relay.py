@@ -1,12 +1,16 @@
 """Relaying a chat turn to Matrix: typing, a short placeholder edited as the answer streams in
 (at an interval rising from 0.5 s to 3 s, so the homeserver is not flooded), and a final edit
-with the whole answer rendered. A failed turn leaves an error message, never half an answer."""
+with the whole answer rendered; an answer too long for one event continues in further messages.
+A failed turn leaves an error message, never half an answer; so does one cut off by a restart,
+whose placeholder is taken up again (edited) rather than left behind."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 
@@ -18,8 +22,10 @@ from bot.community.chat import (
     ModelError,
     PreparedTurn,
 )
+from bot.matrix.message_size import render_parts, split_markdown
 from bot.matrix.render import message_content
 from bot.matrix.sender import Sender, SendError
+from bot.offload import off_loop
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +33,18 @@ PLACEHOLDER = "…"
 FIRST_EDIT_INTERVAL_S = 0.5
 MAX_EDIT_INTERVAL_S = 3.0
 INTERVAL_GROWTH = 1.5
+INTERRUPTED = (
+    "⚠️ This answer was interrupted because I restarted. Please ask again if you still need it."
+)
+NOTICE_TIMEOUT_S = 5.0
+
+PlaceholderSink = Callable[[str], Awaitable[None]]
+
+
+def _streaming_content(text: str) -> dict[str, Any]:
+    """What the placeholder shows while the answer grows: as much as one edit can carry."""
+    shown = split_markdown(text, max_parts=1)[0]
+    return message_content(f"{shown} {PLACEHOLDER}")
 
 
 class EditPacer:
@@ -65,13 +83,13 @@ class EditPacer:
             if self._finished.is_set():
                 break
             if self._latest != self._shown:
-                self._shown = self._latest
+                self._shown = latest = self._latest
                 try:
-                    await self._sender.edit(
-                        self._room_id,
-                        event_id,
-                        message_content(f"{self._shown} {PLACEHOLDER}"),
+                    content = await off_loop(
+                        lambda latest=latest: _streaming_content(latest),  # type: ignore[misc]
+                        len(latest),
                     )
+                    await self._sender.edit(self._room_id, event_id, content)
                     self.edits += 1
                 except SendError as problem:
                     log.warning("chat.stream_edit_failed", error=str(problem))
@@ -93,41 +111,64 @@ class ChatRelay:
         self._sender = sender
         self._stream = stream
 
-    def _content(self, text: str, turn: ChatTurn, *, reply_to: str | None) -> dict:  # type: ignore[type-arg]
+    def _content(self, text: str, turn: ChatTurn, *, reply_to: str | None) -> dict[str, Any]:
         return message_content(text, reply_to=reply_to, thread_root=turn.thread_root)
 
-    async def answer(self, turn: ChatTurn, *, reply_to: str | None) -> None:
-        """Answer one turn. `reply_to` is the member's event (None in DMs: answers just follow)."""
-        async with self._chat.conversation_lock(turn.room_id, turn.thread_root):
+    async def answer(
+        self,
+        turn: ChatTurn,
+        *,
+        reply_to: str | None,
+        placeholder: str | None = None,
+        on_placeholder: PlaceholderSink | None = None,
+    ) -> None:
+        """Answer one turn. `reply_to` is the member's event (None in DMs: answers just follow).
+        `placeholder` is a message of ours to edit into the answer (one left by a restart);
+        `on_placeholder` learns the placeholder's id once it is sent, so a restart finds it."""
+        lock = self._chat.conversation_lock(turn.room_id, turn.thread_root, turn.sender)
+        async with lock:
             try:
                 prepared = await self._chat.prepare(turn)
             except ChatRefused as refused:
-                await self._sender.send(
-                    turn.room_id, self._content(f"⚠️ {refused}", turn, reply_to=reply_to)
-                )
+                await self._say(turn, placeholder, reply_to, f"⚠️ {refused}")
                 return
             # The typing notice and the placeholder go out while the model is already asked.
             typing = asyncio.create_task(self._sender.typing(turn.room_id, True))
             try:
-                await self._run(prepared, reply_to)
+                await self._run(prepared, reply_to, placeholder, on_placeholder)
             finally:
                 await typing
                 await self._sender.typing(turn.room_id, False)
 
-    async def _run(self, prepared: PreparedTurn, reply_to: str | None) -> None:
+    async def _placeholder(
+        self, turn: ChatTurn, reply_to: str | None, on_placeholder: PlaceholderSink | None
+    ) -> str:
+        event_id = await self._sender.send(
+            turn.room_id, self._content(PLACEHOLDER, turn, reply_to=reply_to)
+        )
+        if on_placeholder is not None:
+            await on_placeholder(event_id)
+        return event_id
+
+    async def _run(
+        self,
+        prepared: PreparedTurn,
+        reply_to: str | None,
+        placeholder: str | None,
+        on_placeholder: PlaceholderSink | None,
+    ) -> None:
         turn = prepared.turn
         started = time.monotonic()
-        placeholder: str | None = None
         pacer: EditPacer | None = None
         completion: Completion | None = None
-        sending: asyncio.Task[str] | None = None
+        sending: asyncio.Future[str] | None = None
         try:
-            if self._stream:
-                sending = asyncio.create_task(
-                    self._sender.send(
-                        turn.room_id, self._content(PLACEHOLDER, turn, reply_to=reply_to)
-                    )
-                )
+            if placeholder is not None:
+                sending = asyncio.get_running_loop().create_future()
+                sending.set_result(placeholder)
+            elif self._stream:
+                sending = asyncio.ensure_future(self._placeholder(turn, reply_to, on_placeholder))
+            if sending is not None and self._stream:
                 pacer = EditPacer(self._sender, turn.room_id, sending)
             try:
                 completion = await self._chat.generate(prepared, pacer.update if pacer else None)
@@ -136,23 +177,30 @@ class ChatRelay:
                     await pacer.finish()
             if sending is not None:
                 placeholder = await sending
-            final = self._content(completion.text, turn, reply_to=reply_to)
-            if placeholder is not None:
-                await self._sender.edit(turn.room_id, placeholder, final)
-                reply_id = placeholder
-            else:
-                reply_id = await self._sender.send(turn.room_id, final)
+            answer = self._chat.shown_answer(prepared, completion)
+            reply_id = await self._deliver(answer, turn, reply_to, placeholder)
         except ModelError as problem:
             if sending is not None:
                 with contextlib.suppress(SendError):
                     placeholder = await sending
-            await self._tell_failure(turn, placeholder, reply_to, str(problem))
+            await self._say(turn, placeholder, reply_to, f"⚠️ {problem}")
             return
         except SendError as problem:
             log.error("chat.delivery_failed", room_id=turn.room_id, error=str(problem))
-            if completion is not None:  # the tokens were spent even if the member never saw them
+            if completion is None:
+                await self._chat.release(prepared)
+            else:  # the tokens were spent even if the member never saw them
                 await self._chat.commit(prepared, completion, reply_event_id=None, delivered=False)
+            await self._say(
+                turn, placeholder, reply_to,
+                f"⚠️ I could not deliver the assistant's answer ({problem}). Please ask again.",
+            )  # fmt: skip
             return
+        except asyncio.CancelledError:
+            # Shutting down mid-answer: leave a notice, not half an answer (a restart may
+            # take the question up again and edit this same message).
+            await self._chat_cut_off(prepared, placeholder or _done(sending), turn, reply_to)
+            raise
         tokens = await self._chat.commit(
             prepared, completion, reply_event_id=reply_id, delivered=True
         )
@@ -169,14 +217,57 @@ class ChatRelay:
         except ModelError as problem:
             log.warning("chat.summary_failed", error=str(problem))
 
-    async def _tell_failure(
-        self, turn: ChatTurn, placeholder: str | None, reply_to: str | None, reason: str
+    async def _deliver(
+        self, text: str, turn: ChatTurn, reply_to: str | None, placeholder: str | None
+    ) -> str:
+        """The whole answer: into the placeholder when there is one, then as many further
+        messages as a long answer needs. Returns the first message's id."""
+        parts = await render_parts(
+            text, reply_to=reply_to, thread_root=turn.thread_root, as_edit=placeholder is not None
+        )
+        if placeholder is not None:
+            await self._sender.edit(turn.room_id, placeholder, parts[0])
+            first = placeholder
+        else:
+            first = await self._sender.send(turn.room_id, parts[0])
+        for part in parts[1:]:
+            await self._sender.send(turn.room_id, part)
+        return first
+
+    async def _chat_cut_off(
+        self, prepared: PreparedTurn, placeholder: str | None, turn: ChatTurn, reply_to: str | None
     ) -> None:
-        content = self._content(f"⚠️ {reason}", turn, reply_to=reply_to)
+        async def tidy() -> None:
+            await self._chat.release(prepared)
+            if placeholder is not None:
+                await self._say(turn, placeholder, reply_to, INTERRUPTED)
+
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(tidy()), NOTICE_TIMEOUT_S)
+
+    async def interrupted(self, room_id: str, placeholder: str) -> None:
+        """A placeholder a previous run left behind, for a question that will not be taken up."""
+        try:
+            await self._sender.edit(room_id, placeholder, message_content(INTERRUPTED))
+        except SendError as problem:
+            log.error("chat.notice_failed", room_id=room_id, error=str(problem))
+
+    async def _say(
+        self, turn: ChatTurn, placeholder: str | None, reply_to: str | None, text: str
+    ) -> None:
+        """A short notice: into the placeholder when there is one, else as a message."""
+        content = self._content(text, turn, reply_to=reply_to)
         try:
             if placeholder is not None:
                 await self._sender.edit(turn.room_id, placeholder, content)
             else:
                 await self._sender.send(turn.room_id, content)
         except SendError as problem:
-            log.error("chat.failure_notice_failed", room_id=turn.room_id, error=str(problem))
+            log.error("chat.notice_failed", room_id=turn.room_id, error=str(problem))
+
+
+def _done(future: asyncio.Future[str] | None) -> str | None:
+    """The placeholder's id if its send has completed, else None."""
+    if future is None or not future.done() or future.cancelled() or future.exception():
+        return None
+    return future.result()

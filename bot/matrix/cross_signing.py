@@ -5,13 +5,20 @@ when the homeserver asks), and signs its device with the self-signing key. Eleme
 
 The private keys stay in the data dir (mode 0600) and are reused across restarts. They are never
 regenerated silently: when the server holds a master key that is not ours, the bot says so and
-leaves it alone."""
+leaves it alone.
+
+The homeserver is not trusted with what gets signed: the device keys it returns for the bot's
+device are signed only when they are exactly the bot's own Olm identity keys (ed25519 and
+curve25519), for the bot's user and device id, and carry that device's own signature. Anything else
+(an attacker's keys slipped into the answer) is refused and logged, even when it already carries a
+signature by our self-signing key."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,9 +63,15 @@ def sign_json(value: dict[str, Any], private: Ed25519PrivateKey, user_id: str) -
     return signed
 
 
-def verify_json(value: dict[str, Any], user_id: str, key_b64: str) -> bool:
-    signature = value.get("signatures", {}).get(user_id, {}).get(f"ed25519:{key_b64}")
-    if not signature:
+def verify_json(
+    value: dict[str, Any], user_id: str, key_b64: str, key_id: str | None = None
+) -> bool:
+    """Whether `value` carries a valid signature by `key_b64`, listed under `key_id`
+    (`ed25519:<key_b64>` for cross-signing keys; `ed25519:<device_id>` for a device's own key)."""
+    signatures = value.get("signatures")
+    by_user = signatures.get(user_id) if isinstance(signatures, dict) else None
+    signature = by_user.get(key_id or f"ed25519:{key_b64}") if isinstance(by_user, dict) else None
+    if not signature or not isinstance(signature, str):
         return False
     unsigned = {k: v for k, v in value.items() if k not in ("signatures", "unsigned")}
     try:
@@ -127,11 +140,23 @@ class CrossSigningKeys:
 
 class CrossSigning:
     def __init__(
-        self, homeserver: str, user_id: str, device_id: str, access_token: str, data_dir: Path
+        self,
+        homeserver: str,
+        user_id: str,
+        device_id: str,
+        access_token: str,
+        data_dir: Path,
+        *,
+        identity_keys: Mapping[str, str],
     ) -> None:
+        """`identity_keys`: the public keys of the bot's own Olm account (`ed25519`, `curve25519`;
+        with matrix-nio `client.olm.account.identity_keys`): the only device keys ever signed."""
         self._base = homeserver.rstrip("/")
         self._user_id = user_id
         self._device_id = device_id
+        self._identity_keys = {
+            algorithm: identity_keys.get(algorithm) for algorithm in ("ed25519", "curve25519")
+        }
         self._headers = {"Authorization": f"Bearer {access_token}"}
         self.path = data_dir / "cross-signing-keys.json"
 
@@ -157,6 +182,10 @@ class CrossSigning:
 
     async def ensure(self, password: str | None) -> str:
         """Set up or confirm cross-signing; returns what happened (for the log and tests)."""
+        if not all(isinstance(key, str) and key for key in self._identity_keys.values()):
+            raise CrossSigningError(
+                f"the identity keys of device {self._device_id} are unknown; not cross-signing"
+            )
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             server = await self._server_keys(http)
             server_master = server.get("master_keys", {}).get(self._user_id)
@@ -194,13 +223,72 @@ class CrossSigning:
                 raise CrossSigningError(
                     f"device {self._device_id} has no keys on the homeserver yet"
                 )
-            if not verify_json(device, self._user_id, public_key(keys.self_signing)):
-                await self._sign_device(http, keys, device)
+            already_signed = isinstance(device, dict) and verify_json(
+                device, self._user_id, public_key(keys.self_signing)
+            )
+            # Checked whether signed or not: a signed device with keys that are not ours is
+            # reported, not trusted.
+            ours = self._verified_device(device, already_signed=already_signed)
+            if not already_signed:
+                await self._sign_device(http, keys, ours)
                 outcome += ", device signed"
             else:
                 outcome += ", device already signed"
         log.info("crypto.cross_signing", outcome=outcome, master_key=public_key(keys.master))
         return outcome
+
+    def _verified_device(self, device: Any, *, already_signed: bool) -> dict[str, Any]:
+        """The homeserver's entry for our device, without `signatures` and `unsigned` (exactly what
+        gets signed), when it is our own device: the user and device id, and as `keys` exactly our
+        Olm identity keys, signed by our device's ed25519 key. CrossSigningError otherwise."""
+        expected = {
+            f"ed25519:{self._device_id}": self._identity_keys["ed25519"],
+            f"curve25519:{self._device_id}": self._identity_keys["curve25519"],
+        }
+        mismatched: list[str] = []
+        claimed: dict[str, Any] = {}
+        if not isinstance(device, dict):
+            mismatched.append("device keys object")
+        else:
+            if device.get("user_id") != self._user_id:
+                mismatched.append("user_id")
+            if device.get("device_id") != self._device_id:
+                mismatched.append("device_id")
+            claimed = device.get("keys") if isinstance(device.get("keys"), dict) else {}
+            mismatched.extend(
+                key_id for key_id, key in expected.items() if claimed.get(key_id) != key
+            )
+            if set(claimed) - set(expected):
+                mismatched.append("extra keys")
+            # Our own Olm key signed this very object: nothing else in it was changed either.
+            if not mismatched and not verify_json(
+                device,
+                self._user_id,
+                expected[f"ed25519:{self._device_id}"],
+                f"ed25519:{self._device_id}",
+            ):
+                mismatched.append("device signature")
+        if mismatched:
+            log.error(
+                "crypto.device_keys_mismatch",
+                user_id=self._user_id,
+                device_id=self._device_id,
+                mismatched=mismatched,
+                already_signed=already_signed,
+                # Public keys only: what the homeserver claims, and ours.
+                claimed_ed25519=_public(claimed.get(f"ed25519:{self._device_id}")),
+                claimed_curve25519=_public(claimed.get(f"curve25519:{self._device_id}")),
+                own_ed25519=self._identity_keys["ed25519"],
+                own_curve25519=self._identity_keys["curve25519"],
+            )
+            signed = " carry a signature by our self-signing key but" if already_signed else ""
+            raise CrossSigningError(
+                f"the homeserver's keys for device {self._device_id}{signed} do not match the "
+                f"device's own identity keys (mismatched: {', '.join(mismatched)}); not "
+                f"{'trusting' if already_signed else 'cross-signing'} them. The homeserver may be "
+                "compromised, or this device's keys were replaced"
+            )
+        return {k: v for k, v in device.items() if k not in ("signatures", "unsigned")}
 
     async def _upload_keys(
         self, http: aiohttp.ClientSession, keys: CrossSigningKeys, password: str | None
@@ -237,11 +325,8 @@ class CrossSigning:
     async def _sign_device(
         self, http: aiohttp.ClientSession, keys: CrossSigningKeys, device: dict[str, Any]
     ) -> None:
-        signed = sign_json(
-            {k: v for k, v in device.items() if k not in ("signatures", "unsigned")},
-            keys.self_signing,
-            self._user_id,
-        )
+        """Sign `device`, the object _verified_device returned, as it is."""
+        signed = sign_json(device, keys.self_signing, self._user_id)
         body = {self._user_id: {self._device_id: signed}}
         status, answer = await self._request(
             http, "POST", "/_matrix/client/v3/keys/signatures/upload", body
@@ -249,3 +334,8 @@ class CrossSigning:
         failures = answer.get("failures") if isinstance(answer, dict) else None
         if status != 200 or failures:
             raise CrossSigningError(f"signing the device failed ({status}: {failures or answer})")
+
+
+def _public(key: Any) -> str | None:
+    """A public key claimed by the homeserver, for the log (bounded: it is the server's text)."""
+    return key[:64] if isinstance(key, str) else None

@@ -1,6 +1,5 @@
-"""Direct-message rooms: recognising them, and finding or opening one to reach a user. A room is a
-DM with someone only if the bot recorded it as one (an is_direct invite, or a room it opened) or it
-is a private room holding just the two of them: a public room never is, whatever its size."""
+"""Direct-message rooms: recognising them, and finding or opening one to reach a user. What counts
+as a DM is defined once, in room_kinds.py: an invite-only room of just the bot and the member."""
 
 from __future__ import annotations
 
@@ -10,6 +9,8 @@ from typing import Any
 import structlog
 from nio import AsyncClient, MatrixRoom, RoomCreateResponse, RoomPreset
 
+from bot.lru import LRUDict
+from bot.matrix.room_kinds import is_private_pair
 from bot.store.direct_rooms import DirectRooms
 
 log = structlog.get_logger(__name__)
@@ -23,36 +24,33 @@ class DirectMessenger:
         self._rooms = rooms
         self._encryption = encryption
         self._opened: set[str] = set()  # created here; the next sync has not shown them yet
-        self._joins_seen: dict[tuple[str, str], float] = {}
+        self._joins_seen: LRUDict[tuple[str, str], float] = LRUDict(10_000)
 
-    @staticmethod
-    def _private_pair(room: MatrixRoom, mxid: str) -> bool:
-        return (
-            room.member_count <= 2
-            and (mxid in room.users or mxid in room.invited_users)
-            and room.join_rule not in ("public", "knock")
-            and room.history_visibility != "world_readable"
-        )
+    def _private_pair(self, room: MatrixRoom, mxid: str) -> bool:
+        return is_private_pair(room, self._client.user_id, mxid)
 
     def is_direct(self, room_id: str, sender: str) -> bool:
         room = self._client.rooms.get(room_id)
         return room is not None and self._private_pair(room, sender)
 
-    def awaiting_join(self, room_id: str, mxid: str) -> bool:
-        """An encrypted room where `mxid` is only invited: their devices get the room key only
-        once they join, so a message sent now would be unreadable to them. Just after they join,
-        their client still needs a moment to fetch the bot's device keys: wait a little more."""
+    def send_delay(self, room_id: str, mxid: str) -> float | None:
+        """How long to wait before a message to `mxid` in this room is readable for them: 0 now,
+        None while they have not joined. In an encrypted room where they are only invited their
+        devices get the room key only once they join; just after they join, their client still
+        needs a moment to fetch the bot's device keys (JOIN_GRACE_S)."""
         room = self._client.rooms.get(room_id)
         if room is None:
-            return room_id in self._opened and self._encryption
+            return None if room_id in self._opened and self._encryption else 0.0
         if not room.encrypted:
-            return False
+            return 0.0
         if mxid in room.invited_users or mxid not in room.users:
-            return True
+            return None
         if room_id not in self._opened:
-            return False  # a room they were in before: no fresh join to wait for
-        seen = self._joins_seen.setdefault((room_id, mxid), time.monotonic())
-        return time.monotonic() - seen < JOIN_GRACE_S
+            return 0.0  # a room they were in before: no fresh join to wait for
+        seen = self._joins_seen.get((room_id, mxid))
+        if seen is None:
+            self._joins_seen[(room_id, mxid)] = seen = time.monotonic()
+        return max(0.0, JOIN_GRACE_S - (time.monotonic() - seen))
 
     async def remember(self, mxid: str, room_id: str) -> None:
         await self._rooms.put(mxid, room_id)

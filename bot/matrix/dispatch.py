@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
-from collections.abc import AsyncIterator, Coroutine
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -28,9 +27,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.commands.executor import CommandExecutor, Message
 from bot.commands.reply import Reply
 from bot.community.chat import ChatTurn
+from bot.lru import LRUDict
 from bot.matrix.chat_relay import ChatRelay
 from bot.matrix.client import CONNECT_ERRORS
 from bot.matrix.direct import DirectMessenger
+from bot.matrix.event_guard import EventGuard
 from bot.matrix.invites import InvitePolicy
 from bot.matrix.render import message_content
 from bot.matrix.sender import Sender, SendError
@@ -42,6 +43,8 @@ log = structlog.get_logger(__name__)
 
 KEY_WAIT_S = 10.0  # how long a missing room key may take to arrive before the sender is told
 HELP_EVERY_S = 600.0  # at most one decryption help message per sender in this time
+MEMO_SIZE = 10_000  # per-sender memos kept at most
+INTERRUPTED_KEPT = timedelta(days=1)  # half answers older than the resume window still get tidied
 
 
 def _thread_root(content: dict[str, Any]) -> str | None:
@@ -75,8 +78,10 @@ class Dispatcher:
         self._relay = relay
         self._welcomer = welcomer
         self.key_wait_s = KEY_WAIT_S
-        self._helped: dict[str, float] = {}  # sender -> when they last got the decryption help
+        # sender -> when they last got the decryption help
+        self._helped: LRUDict[str, float] = LRUDict(MEMO_SIZE)
         self._ledger = ledger
+        self._guard = EventGuard(ledger)
         self._executor = executor
         self._sender = sender
         self._direct = direct
@@ -86,6 +91,8 @@ class Dispatcher:
         self._room_queues: dict[str, collections.deque[Coroutine[Any, Any, None]]] = {}
         self._room_workers: set[str] = set()
         self.display_name: str | None = None
+        # Told of every member who joins a DM with the bot (the outbox waits for those joins).
+        self.member_joined: Callable[[str], Awaitable[None]] | None = None
 
     @property
     def bot_user_id(self) -> str:
@@ -94,8 +101,12 @@ class Dispatcher:
     async def handle_sync(self, response: SyncResponse, *, backlog: bool) -> None:
         """`backlog` marks the first sync of a fresh start: its messages are history, not requests."""
         for room_id, info in response.rooms.invite.items():
-            async with self._isolated(room_id, None):
-                await self._on_invite(room_id, info.invite_state)
+            await self._guard.run(
+                room_id, None,
+                lambda retry, room_id=room_id, state=info.invite_state: self._on_invite(
+                    room_id, state
+                ),
+            )  # fmt: skip
         if backlog:
             skipped = sum(len(i.timeline.events) for i in response.rooms.join.values())
             log.info("matrix.backlog_skipped", events=skipped)
@@ -108,26 +119,22 @@ class Dispatcher:
             for event in events:
                 if getattr(event, "sender", None) == self.bot_user_id:
                     continue
-                async with self._isolated(room_id, getattr(event, "event_id", None)):
-                    if isinstance(event, RoomMessageText):
-                        await self._on_text(room_id, event)
-                    elif isinstance(event, RedactionEvent):
-                        await self._on_redaction(event)
-                    elif isinstance(event, RoomMemberEvent):
-                        await self._on_member(room_id, event)
-                    elif isinstance(event, MegolmEvent):
-                        await self._on_undecryptable(room_id, event)
+                await self._guard.run(
+                    room_id, getattr(event, "event_id", None),
+                    lambda retry, room_id=room_id, event=event: self._on_event(
+                        room_id, event, retry=retry
+                    ),
+                )  # fmt: skip
 
-    @contextlib.asynccontextmanager
-    async def _isolated(self, room_id: str, event_id: str | None) -> AsyncIterator[None]:
-        """One odd event (malformed content, a bug) must not hold up the others. A database
-        error still fails the batch, which then comes again."""
-        try:
-            yield
-        except SQLAlchemyError:
-            raise
-        except Exception:
-            log.exception("matrix.event_failed", room_id=room_id, event_id=event_id)
+    async def _on_event(self, room_id: str, event: Any, *, retry: bool) -> None:
+        if isinstance(event, RoomMessageText):
+            await self._on_text(room_id, event, resumed=retry)
+        elif isinstance(event, RedactionEvent):
+            await self._on_redaction(event)
+        elif isinstance(event, RoomMemberEvent):
+            await self._on_member(room_id, event)
+        elif isinstance(event, MegolmEvent):
+            await self._on_undecryptable(room_id, event)
 
     def _since_our_join(self, events: list[Any]) -> list[Any]:
         """A room the bot has just joined arrives with its recent history: that is not for us."""
@@ -243,13 +250,17 @@ class Dispatcher:
             bound.error("crypto.help_not_sent", error=str(problem))
 
     async def _on_member(self, room_id: str, event: RoomMemberEvent) -> None:
-        """A real join (not a profile change, not the bot) may be a newcomer to greet."""
+        """A real join (not a profile change, not the bot) may be a newcomer to greet, or a
+        member accepting the DM that messages wait for."""
         if (
-            self._welcomer is None
-            or event.membership != "join"
+            event.membership != "join"
             or event.prev_membership == "join"
             or event.state_key == self.bot_user_id
         ):
+            return
+        if self.member_joined is not None and self._direct.is_direct(room_id, event.state_key):
+            await self.member_joined(event.state_key)
+        if self._welcomer is None:
             return
         name = event.content.get("displayname")
         await self._welcomer.on_join(
@@ -347,9 +358,11 @@ class Dispatcher:
                 leftover.close()
             self._room_queues.pop(room_id, None)
 
-    async def _finishing(self, message: Message, work: Coroutine[Any, Any, None]) -> None:
-        """Run the handler; record the event as finished unless shutdown cut it off."""
-        await work
+    async def _finishing(self, message: Message, work: Coroutine[Any, Any, bool | None]) -> None:
+        """Run the handler; record the event as finished unless shutdown cut it off, or the
+        handler handed the event on (False: an answer still streaming finishes it)."""
+        if await work is False:
+            return
         try:
             await self._ledger.finish(message.event_id)
         except SQLAlchemyError:
@@ -357,30 +370,42 @@ class Dispatcher:
 
     async def resume_unfinished(self, since: datetime, before: datetime) -> int:
         """After a restart: take up commands and questions a previous run claimed between
-        `since` and `before` (this run's start) but never finished."""
+        `since` and `before` (this run's start) but never finished. An answer a previous run
+        left half-written is never left so: it is finished, or replaced by a notice."""
         resumed = 0
-        for room_id, event_id in await self._ledger.unfinished(since, before):
+        for claim in await self._ledger.unfinished(since - INTERRUPTED_KEPT, before):
+            room_id, event_id = claim.room_id, claim.event_id
             bound = log.bind(room_id=room_id, event_id=event_id)
             try:
-                response = await self._client.room_get_event(room_id, event_id)
-                event = getattr(response, "event", None)
-                if isinstance(event, MegolmEvent):
-                    event = self._client.decrypt_event(event)
-                if isinstance(event, RoomMessageText):
-                    await self._on_text(room_id, event, resumed=True)
-                    resumed += 1
-                    bound.info("matrix.resumed")
-                    continue
-                bound.warning("matrix.resume_skipped", reason=type(response).__name__)
+                if claim.handled_at < since:  # too late to answer now: just tidy up
+                    await self._tidy_interrupted(claim.room_id, claim.reply_event_id)
+                else:
+                    event = await self._fetch(room_id, event_id)
+                    if isinstance(event, RoomMessageText):
+                        await self._on_text(room_id, event, resumed=True)
+                        resumed += 1
+                        bound.info("matrix.resumed")
+                        continue
+                    bound.warning("matrix.resume_skipped", reason=type(event).__name__)
+                    await self._tidy_interrupted(claim.room_id, claim.reply_event_id)
             except Exception as problem:
                 bound.warning("matrix.resume_failed", error=str(problem))
             await self._ledger.finish(event_id)
         return resumed
 
-    async def _run_chat(self, text: str, message: Message) -> None:
-        assert self._relay is not None
-        structlog.contextvars.bind_contextvars(room_id=message.room_id, event_id=message.event_id)
-        turn = ChatTurn(
+    async def _fetch(self, room_id: str, event_id: str) -> Any:
+        response = await self._client.room_get_event(room_id, event_id)
+        event = getattr(response, "event", None)
+        if isinstance(event, MegolmEvent):
+            event = self._client.decrypt_event(event)
+        return event if event is not None else response
+
+    async def _tidy_interrupted(self, room_id: str, placeholder: str | None) -> None:
+        if placeholder is not None and self._relay is not None:
+            await self._relay.interrupted(room_id, placeholder)
+
+    def _chat_turn(self, text: str, message: Message) -> ChatTurn:
+        return ChatTurn(
             room_id=message.room_id,
             # In a room the answer opens a thread on the question (or continues the thread).
             thread_root=None if message.is_direct else (message.thread_root or message.event_id),
@@ -391,15 +416,31 @@ class Dispatcher:
             text=text,
             event_id=message.event_id,
         )
+
+    async def _run_chat(self, text: str, message: Message) -> None:
+        assert self._relay is not None
+        structlog.contextvars.bind_contextvars(room_id=message.room_id, event_id=message.event_id)
+        event_id = message.event_id
+
+        async def remember(placeholder: str) -> None:
+            await self._ledger.set_reply(event_id, placeholder)
+
         try:
-            await self._relay.answer(turn, reply_to=None if message.is_direct else message.event_id)
+            await self._relay.answer(
+                self._chat_turn(text, message),
+                reply_to=None if message.is_direct else event_id,
+                placeholder=await self._ledger.reply_of(event_id),
+                on_placeholder=remember,
+            )
         except Exception:
             log.exception("chat.failed", sender=message.sender)
 
-    async def _run_command(self, text: str, message: Message) -> None:
+    async def _run_command(self, text: str, message: Message) -> bool:
+        """Run a command and deliver its reply. False when the event is not finished yet: an
+        `!ask` answer goes on streaming beside the room's next commands, and finishes it."""
         structlog.contextvars.bind_contextvars(room_id=message.room_id, event_id=message.event_id)
         started = time.monotonic()
-        name = text.split(maxsplit=1)[0].lower() if text.strip() else ""
+        name = text.split(maxsplit=1)[0].lower()[:64] if text.strip() else ""
         try:
             reply = await self._executor.run(text, message)
         except Exception:
@@ -409,24 +450,39 @@ class Dispatcher:
             )
         if reply.chat_prompt is not None and self._relay is not None:
             # The answer streams for a while: let the room's next command go meanwhile.
-            self._spawn(self._run_chat(reply.chat_prompt, message))
+            self._spawn(self._finishing(message, self._run_chat(reply.chat_prompt, message)))
             log.info("command.handled", command=name, sender=message.sender)
-            return
+            return False
         try:
             await self.deliver(reply, message, message.thread_root)
         except SendError as problem:
             log.error("command.reply_failed", command=name, error=str(problem))
-            return
+            await self._tell_undelivered(message, problem)
+            return True
         log.info(
             "command.handled",
             command=name,
             sender=message.sender,
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
+        return True
+
+    async def _tell_undelivered(self, message: Message, problem: SendError) -> None:
+        """The reply could not go out (too large, refused): say so in a few words instead."""
+        notice = message_content(
+            f"⚠️ I could not deliver my answer to this: {problem}.",
+            reply_to=message.event_id,
+            thread_root=message.thread_root,
+        )
+        try:
+            await self._sender.send(message.room_id, notice)
+        except SendError as again:
+            log.error("command.notice_failed", error=str(again))
 
     async def deliver(self, reply: Reply, message: Message, thread_root: str | None) -> None:
-        def in_place(markdown: str) -> dict[str, Any]:
-            return message_content(
+        async def in_place(room_id: str, markdown: str) -> None:
+            await self._sender.send_markdown(
+                room_id,
                 markdown,
                 mentions=reply.mentions,
                 reply_to=message.event_id,
@@ -439,12 +495,13 @@ class Dispatcher:
                 dm_room = await self._direct.room_for(message.sender, current=message.room_id)
             except Exception:
                 log.exception("matrix.dm_failed", user_id=message.sender)
-                await self._sender.send(message.room_id, in_place(
-                    "⚠️ I could not open a direct chat with you. Start one with me and try again."
-                ))  # fmt: skip
+                await in_place(
+                    message.room_id,
+                    "⚠️ I could not open a direct chat with you. Start one with me and try again.",
+                )
                 return
             if dm_room == message.room_id:
-                await self._sender.send(dm_room, in_place(reply.direct_markdown))
+                await in_place(dm_room, reply.direct_markdown)
                 return
-            await self._sender.send(dm_room, message_content(reply.direct_markdown))
-        await self._sender.send(message.room_id, in_place(reply.markdown))
+            await self._sender.send_markdown(dm_room, reply.direct_markdown)
+        await in_place(message.room_id, reply.markdown)

@@ -1,22 +1,33 @@
 """Delivers outbox messages (written by the web app or scheduled work) as soon as they appear, and
 whatever was left undelivered when the bot was down. A message that fails is retried with growing
-pauses; the courier itself never stops, whatever the database or the homeserver do."""
+pauses, and one whose recipient has not joined their DM waits without counting as a failure;
+either way it steps aside for the others. The courier itself never stops, whatever the database or
+the homeserver do."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import structlog
 
-from bot.community.outbox import MAX_ATTEMPTS, Outbox, PendingMessage
+from bot.community.outbox import LOGIN_LINK, MAX_ATTEMPTS, Outbox, PendingMessage
 from bot.matrix.direct import DirectMessenger
-from bot.matrix.render import message_content
 from bot.matrix.sender import Sender
+from bot.store.models import utcnow
 
 log = structlog.get_logger(__name__)
 
 MAX_RETRY_PAUSE_S = 300.0
+AWAITING_JOIN_PAUSE = timedelta(seconds=30)  # a join wakes it sooner (see recipient_joined)
+
+# Makes the text of a message that is composed when it goes out (a fresh login link).
+Composer = Callable[[PendingMessage], Awaitable[str]]
+
+
+async def _as_stored(message: PendingMessage) -> str:
+    return message.body
 
 
 class OutboxCourier:
@@ -27,22 +38,29 @@ class OutboxCourier:
         direct: DirectMessenger,
         *,
         poll_interval_s: float = 1.0,
+        compose_login_link: Composer = _as_stored,
     ) -> None:
         self._outbox = outbox
         self._sender = sender
         self._direct = direct
         self._poll_interval_s = poll_interval_s
+        self._compose_login_link = compose_login_link
         self._wake = asyncio.Event()
-        self._not_before: dict[int, float] = {}  # message id -> monotonic time of the next try
 
     def wake(self) -> None:
         """Something was just queued in this process: deliver now rather than at the next poll."""
         self._wake.set()
 
+    async def recipient_joined(self, mxid: str) -> None:
+        """A member joined a room: anything waiting for them to accept their DM may go now."""
+        if await self._outbox.due_now_for(mxid):
+            self.wake()
+
     async def run(self) -> None:
         while True:
             try:
-                await self.deliver_pending()
+                while await self.deliver_pending():
+                    pass  # a full batch went: there may be more
             except Exception:  # the database is away, or a bug: log, wait, go on
                 log.exception("outbox.round_failed")
             try:
@@ -52,11 +70,9 @@ class OutboxCourier:
             self._wake.clear()
 
     async def deliver_pending(self) -> int:
+        """One batch of due messages; returns how many were delivered."""
         delivered = 0
-        now = time.monotonic()
         for message in await self._outbox.pending():
-            if self._not_before.get(message.id, 0) > now:
-                continue
             if await self._deliver(message):
                 delivered += 1
         return delivered
@@ -64,20 +80,30 @@ class OutboxCourier:
     async def _deliver(self, message: PendingMessage) -> bool:
         try:
             room_id = message.room_id or await self._direct.room_for(message.recipient or "")
-            if message.recipient and self._direct.awaiting_join(room_id, message.recipient):
-                return False  # not a failure: delivered once they accept the invite
+            delay = self._direct.send_delay(room_id, message.recipient) if message.recipient else 0
+            if delay != 0:
+                # Not a failure: delivered once they accept the invite (and their client is
+                # ready). Meanwhile the others go.
+                wait = AWAITING_JOIN_PAUSE if delay is None else timedelta(seconds=delay)
+                await self._outbox.postpone(message.id, utcnow() + wait)
+                return False
+            body = (
+                await self._compose_login_link(message)
+                if message.kind == LOGIN_LINK
+                else message.body
+            )
             # The same transaction id on every attempt: a resend after a crash is not a duplicate.
-            await self._sender.send(room_id, message_content(message.body), txn_id=message.key)
+            await self._sender.send_markdown(room_id, body, txn_id=message.key)
         except Exception as problem:  # one bad message must not stop the others
-            attempts = await self._outbox.mark_failed(message.id, str(problem))
-            pause = min(MAX_RETRY_PAUSE_S, 2.0**attempts)
-            self._not_before[message.id] = time.monotonic() + pause
+            pause = min(MAX_RETRY_PAUSE_S, 2.0 ** (message.attempts + 1))
+            attempts = await self._outbox.mark_failed(
+                message.id, str(problem), utcnow() + timedelta(seconds=pause)
+            )
             event = "outbox.gave_up" if attempts >= MAX_ATTEMPTS else "outbox.delivery_failed"
             log.warning(
                 event, outbox_id=message.id, attempts=attempts, retry_in_s=pause, error=str(problem)
             )
             return False
         await self._outbox.mark_delivered(message.id)
-        self._not_before.pop(message.id, None)
         log.info("outbox.delivered", outbox_id=message.id, room_id=room_id)
         return True

@@ -1,5 +1,9 @@
 """The one place where replies become Matrix event content: markdown rendered to HTML that is
-sanitised to the tags the Matrix spec allows, plus replies, threads, edits and mentions."""
+sanitised to the tags the Matrix spec allows, plus replies, threads, edits and mentions.
+
+Everything here runs in time linear in the text (markdown-it's own parser is kept to bounded
+pieces, see message_size.py), so a hostile message echoed back or a model's answer full of
+brackets cannot stall the event loop."""
 
 from __future__ import annotations
 
@@ -28,8 +32,12 @@ _ALLOWED_ATTRIBUTES = {
     "font": {"data-mx-color", "data-mx-bg-color", "color"},
 }
 _URL_SCHEMES = {"https", "http", "mailto", "matrix"}
-_MATRIX_TO_LINK = re.compile(r"\[((?:[^\]\\]|\\.)*)\]\(https://matrix\.to/#/[^)\s]+\)")
 _MD_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!<>|~&\"'=:@])")
+_MENTION_TAIL = "](https://matrix.to/#/"
+# The rest of a mention link after its tail: an MXID (at most 255 bytes, maybe percent-encoded)
+# and the closing parenthesis. Bounded, so a tail that is never closed costs a fixed amount.
+_MENTION_TARGET = re.compile(r"[^)\s]{1,800}\)")
+_BRACKETS = re.compile(r"[\\\[\]]")
 
 
 def sanitize_html(html: str) -> str:
@@ -50,9 +58,43 @@ def markdown_to_html(markdown: str) -> str:
     return sanitize_html(html)
 
 
+def _reduce_mention_links(markdown: str) -> str:
+    """`[label](https://matrix.to/#/@id)` becomes `label`, in one pass over the text: the label
+    starts at the first unescaped `[` since the last `]`, as a link label would."""
+    if _MENTION_TAIL not in markdown:
+        return markdown
+    pieces: list[str] = []
+    copied = 0  # markdown[:copied] is in pieces
+    opener = -1
+    skip_to = 0  # the character after a backslash is literal
+    for found in _BRACKETS.finditer(markdown):
+        i = found.start()
+        if i < skip_to:
+            continue
+        char = markdown[i]
+        if char == "\\":
+            skip_to = i + 2
+        elif char == "[":
+            if opener < 0:
+                opener = i
+        elif opener >= 0:  # "]"
+            target_at = i + len(_MENTION_TAIL)
+            target = (
+                _MENTION_TARGET.match(markdown, target_at)
+                if markdown.startswith(_MENTION_TAIL, i)
+                else None
+            )
+            if target is not None:
+                pieces += [markdown[copied:opener], markdown[opener + 1 : i]]
+                copied = skip_to = target.end()
+            opener = -1
+    pieces.append(markdown[copied:])
+    return "".join(pieces)
+
+
 def markdown_to_plain(markdown: str) -> str:
     """The `body` fallback: the markdown as typed, with mention links reduced to their names."""
-    return _MD_ESCAPE.sub(r"\1", _MATRIX_TO_LINK.sub(r"\1", markdown))
+    return _MD_ESCAPE.sub(r"\1", _reduce_mention_links(markdown))
 
 
 def message_content(

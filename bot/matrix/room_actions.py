@@ -7,15 +7,18 @@ from nio import AsyncClient, ErrorResponse, MatrixRoom, RoomResolveAliasResponse
 
 from bot.community.moderation import RoomActionError, RoomActions
 from bot.matrix.direct import DirectMessenger
-from bot.matrix.render import message_content
+from bot.matrix.room_kinds import RoomKinds
 from bot.matrix.sender import Sender, SendError
 
 
 class MatrixRoomActions(RoomActions):
-    def __init__(self, client: AsyncClient, sender: Sender, direct: DirectMessenger) -> None:
+    def __init__(
+        self, client: AsyncClient, sender: Sender, direct: DirectMessenger, kinds: RoomKinds
+    ) -> None:
         self._client = client
         self._sender = sender
         self._direct = direct
+        self._kinds = kinds
 
     @property
     def _me(self) -> str:
@@ -41,15 +44,10 @@ class MatrixRoomActions(RoomActions):
         self._room(response.room_id)
         return response.room_id
 
-    def moderated_rooms(self) -> list[str]:
-        """The community rooms the bot is in (not DMs). Where it lacks power, the action says so
-        for that room rather than skip it silently."""
-        return sorted(
-            room_id
-            for room_id, room in self._client.rooms.items()
-            if self._me in room.users  # still in it: kicked rooms linger in nio's list
-            and not (room.member_count <= 2 and room.join_rule != "public")
-        )
+    def community_rooms(self) -> list[str]:
+        """See room_kinds.py. Where the bot lacks power, the action says so for that room rather
+        than skip it silently."""
+        return self._kinds.community_rooms()
 
     @staticmethod
     def _check(response: object, what: str, name: str) -> None:
@@ -90,8 +88,6 @@ class MatrixRoomActions(RoomActions):
         room = self._room(room_id)
         try:
             # A stable transaction id: the homeserver drops a repeat (a command resumed after a restart).
-            await self._sender.send(
-                room_id, message_content(markdown, msgtype="m.text"), txn_id=key
-            )
+            await self._sender.send_markdown(room_id, markdown, msgtype="m.text", txn_id=key)
         except SendError as problem:
             raise RoomActionError(f"{room.display_name}: {problem}") from None

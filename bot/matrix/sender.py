@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from typing import Any
 
 import structlog
 from nio import Api, AsyncClient, ErrorResponse, RoomSendResponse
 from nio.exceptions import LocalProtocolError
 
+from bot.keyed_lock import KeyedLock
 from bot.matrix.client import CONNECT_ERRORS
+from bot.matrix.message_size import MAX_EVENT_BYTES, event_bytes, render_parts
 from bot.matrix.render import edit_content
 
 log = structlog.get_logger(__name__)
@@ -24,6 +25,10 @@ class SendError(Exception):
     """A message could not be delivered; the text says why."""
 
 
+class TooLargeError(SendError):
+    """The event is over the homeserver's size limit; sending it again would not help."""
+
+
 class Sender:
     def __init__(
         self,
@@ -33,7 +38,7 @@ class Sender:
         network_retries: int = 5,
     ) -> None:
         self._client = client
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: KeyedLock[str] = KeyedLock()  # one send at a time per room, in order
         self._rate_limit_budget_s = rate_limit_budget_s
         self._network_retries = network_retries
         self.rate_limited_count = 0  # how often the homeserver told us to slow down
@@ -48,9 +53,26 @@ class Sender:
     ) -> str:
         """Send and return the event id, in the order calls were made for this room. A stable
         `txn_id` makes a resend of the same message (after a crash) a no-op at the homeserver."""
-        async with self._locks[room_id]:
+        async with self._locks(room_id):
             await self._ready_to_encrypt(room_id)
             return await self._send_with_retry(room_id, event_type, content, txn_id)
+
+    async def send_markdown(
+        self,
+        room_id: str,
+        markdown: str,
+        *,
+        txn_id: str | None = None,
+        **options: Any,
+    ) -> list[str]:
+        """Render and send `markdown`, in several messages when it is too long for one (see
+        message_size.py). Returns the event ids, first part first; `options` are those of
+        message_content (msgtype, mentions, reply_to, thread_root)."""
+        parts = await render_parts(markdown, **options)
+        return [
+            await self.send(room_id, part, txn_id=f"{txn_id}-{i}" if txn_id and i else txn_id)
+            for i, part in enumerate(parts)
+        ]
 
     async def _ready_to_encrypt(self, room_id: str, wait_s: float = ROOM_WAIT_S) -> None:
         """With encryption on, nio sends only to rooms its sync knows, and shares the room key
@@ -74,7 +96,7 @@ class Sender:
     async def send_plaintext(self, room_id: str, content: dict[str, Any]) -> str:
         """Send without encryption even in an encrypted room: for telling someone whose
         encryption is broken what to do, in words they can read."""
-        async with self._locks[room_id]:
+        async with self._locks(room_id):
             method, path, data = Api.room_send(
                 self._client.access_token, room_id, "m.room.message", content, f"cb{time.time_ns()}"
             )
@@ -96,6 +118,8 @@ class Sender:
     async def _send_with_retry(
         self, room_id: str, event_type: str, content: dict[str, Any], txn_id: str | None
     ) -> str:
+        if event_bytes(content) > MAX_EVENT_BYTES:
+            raise TooLargeError("the message is too large for the homeserver")
         deadline = time.monotonic() + self._rate_limit_budget_s
         network_failures = 0
         # One transaction id for every attempt: the homeserver de-duplicates a retried send.
@@ -126,4 +150,6 @@ class Sender:
                 log.info("matrix.rate_limited", room_id=room_id, retry_after_ms=int(wait * 1000))
                 await asyncio.sleep(wait)
                 continue
+            if response.status_code == "M_TOO_LARGE":
+                raise TooLargeError("the homeserver refused the message as too large")
             raise SendError(f"{response.status_code or 'error'}: {response.message}")

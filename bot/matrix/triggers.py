@@ -50,11 +50,72 @@ def find_trigger(
     return Trigger(text, prefixed=False, mentioned=True)
 
 
-_PILL_LINK = re.compile(
-    r"""<a\s+href=["']https://matrix\.to/#/((?:@|%40)[^"'/?\s]+)[^"']*["'][^>]*>(.*?)</a>""",
-    re.IGNORECASE | re.DOTALL,
-)
-_TAG = re.compile(r"<[^>]+>")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_MATRIX_TO = "https://matrix.to/#/"
+MAX_PILLS = 20  # no command names more people than this
+MAX_LABEL = 512  # display names are at most 256 characters
+
+
+def _href(tag: str) -> str | None:
+    """The href attribute's value in an opening tag's text (`<a ... `, without `>`)."""
+    lowered = tag.translate(_ASCII_LOWER)
+    at = lowered.find("href=")
+    if at < 0 or at + 5 >= len(tag) or not tag[at - 1].isspace():
+        return None
+    quote = tag[at + 5]
+    if quote not in "\"'":
+        return None
+    end = tag.find(quote, at + 6)
+    return tag[at + 6 : end] if end > 0 else None
+
+
+def _strip_tags(html: str) -> str:
+    pieces, pos = [], 0
+    while (start := html.find("<", pos)) >= 0:
+        end = html.find(">", start)
+        if end < 0:
+            break
+        pieces.append(html[pos:start])
+        pos = end + 1
+    pieces.append(html[pos:])
+    return "".join(pieces)
+
+
+def pills(formatted: str) -> list[tuple[str, str]]:
+    """(MXID, label) of the user pills in `formatted_body`, in one pass over it: each search
+    goes forward from where the last ended (the next `>` and `</a>` are remembered), so an
+    unclosed tag followed by 60,000 characters costs one scan, not one per character."""
+    from html import unescape
+    from urllib.parse import unquote
+
+    lowered = formatted.translate(_ASCII_LOWER)  # same length: indexes carry over
+    found: list[tuple[str, str]] = []
+    pos, tag_end, close = 0, -1, -1
+    while len(found) < MAX_PILLS:
+        start = lowered.find("<a", pos)
+        if start < 0:
+            break
+        if tag_end < start:
+            tag_end = lowered.find(">", start)
+        if tag_end < 0:
+            break
+        if close < tag_end:
+            close = lowered.find("</a>", tag_end)
+        if close < 0:
+            break
+        pos = start + 2
+        if not lowered[start + 2 : start + 3].isspace():
+            continue  # <abbr>, <address>: not a link
+        href = _href(formatted[start:tag_end])
+        if href is None or not href.startswith(_MATRIX_TO):
+            continue
+        target = unquote(href[len(_MATRIX_TO) :].split("?", 1)[0].split("/", 1)[0])
+        if not target.startswith("@") or close - tag_end > MAX_LABEL:
+            continue
+        label = unescape(_strip_tags(formatted[tag_end + 1 : close])).strip()
+        found.append((target, label))
+        pos = close + 4
+    return found
 
 
 def resolve_pills(text: str, content: dict[str, Any]) -> str:
@@ -63,12 +124,7 @@ def resolve_pills(text: str, content: dict[str, Any]) -> str:
     formatted = content.get("formatted_body")
     if not isinstance(formatted, str):
         return text
-    from html import unescape
-    from urllib.parse import unquote
-
-    for raw_mxid, raw_label in _PILL_LINK.findall(formatted):
-        mxid = unquote(raw_mxid)
-        label = unescape(_TAG.sub("", raw_label)).strip()
+    for mxid, label in pills(formatted):
         if label and label != mxid and label in text:
             text = text.replace(label, mxid, 1)
     return text

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
 
 from bot.store.database import Database
-from bot.store.models import HandledEvent, SyncState, utcnow
+from bot.store.models import HandledEvent, QuarantinedEvent, SyncState, utcnow
 from bot.store.upsert import insert_ignore, upsert
+
+
+@dataclass(frozen=True)
+class Claim:
+    room_id: str
+    event_id: str
+    handled_at: datetime
+    reply_event_id: str | None  # a placeholder that was being edited into the answer
 
 
 class EventLedger:
     def __init__(self, db: Database, account: str) -> None:
         self._db = db
         self._account = account
+
+    async def database_reachable(self) -> bool:
+        return await self._db.reachable()
 
     async def sync_token(self) -> str | None:
         async with self._db.transaction() as session:
@@ -43,12 +55,51 @@ class EventLedger:
                 .values(finished_at=utcnow())
             )
 
-    async def unfinished(self, since: datetime, before: datetime) -> list[tuple[str, str]]:
-        """(room id, event id) of claims made between `since` and `before` (when this run
-        began: its own claims are still being worked on) whose handling never finished."""
+    async def set_reply(self, event_id: str, reply_event_id: str) -> None:
+        """The message answering this event is under way (a placeholder being edited)."""
         async with self._db.transaction() as session:
-            rows = await session.execute(
-                select(HandledEvent.room_id, HandledEvent.event_id)
+            await session.execute(
+                update(HandledEvent)
+                .where(HandledEvent.event_id == event_id)
+                .values(reply_event_id=reply_event_id)
+            )
+
+    async def reply_of(self, event_id: str) -> str | None:
+        async with self._db.transaction() as session:
+            row = await session.get(HandledEvent, event_id)
+            return row.reply_event_id if row else None
+
+    async def quarantine(self, event_id: str, room_id: str, attempts: int, error: str) -> None:
+        """Record an event that could not be handled; it is skipped from now on."""
+        async with self._db.transaction() as session:
+            await insert_ignore(
+                session, QuarantinedEvent, event_id=event_id, room_id=room_id,
+                attempts=attempts, error=error[:2000], quarantined_at=utcnow(),
+            )  # fmt: skip
+            # Claimed or not, it is done with: a restart must not take it up again.
+            await insert_ignore(
+                session, HandledEvent, event_id=event_id, room_id=room_id, handled_at=utcnow()
+            )
+            await session.execute(
+                update(HandledEvent)
+                .where(HandledEvent.event_id == event_id)
+                .values(finished_at=utcnow())
+            )
+
+    async def quarantined(self) -> list[QuarantinedEvent]:
+        async with self._db.transaction() as session:
+            return list(
+                await session.scalars(
+                    select(QuarantinedEvent).order_by(QuarantinedEvent.quarantined_at)
+                )
+            )
+
+    async def unfinished(self, since: datetime, before: datetime) -> list[Claim]:
+        """Claims made between `since` and `before` (when this run began: its own claims are
+        still being worked on) whose handling never finished, oldest first."""
+        async with self._db.transaction() as session:
+            rows = await session.scalars(
+                select(HandledEvent)
                 .where(
                     HandledEvent.finished_at.is_(None),
                     HandledEvent.handled_at >= since,
@@ -56,7 +107,7 @@ class EventLedger:
                 )
                 .order_by(HandledEvent.handled_at)
             )
-            return [(room_id, event_id) for room_id, event_id in rows]
+            return [Claim(r.room_id, r.event_id, r.handled_at, r.reply_event_id) for r in rows]
 
     async def forget_before(self, cutoff: datetime) -> None:
         async with self._db.transaction() as session:

@@ -6,48 +6,28 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     Date,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
-    String,
-    Text,
     UniqueConstraint,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+
+from bot.store.types import CleanJSON, CleanString, CleanText, UTCDateTime
+
+__all__ = ["UTCDateTime"]  # migrations import it from here
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone on the way back)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store; use timezone-aware UTC")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+    # Text columns are cleaned on the way in (see types.py): member input never fails a write.
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: CleanJSON, str: CleanText}
 
 
 class User(Base):
@@ -55,8 +35,8 @@ class User(Base):
 
     __tablename__ = "users"
 
-    mxid: Mapped[str] = mapped_column(String(255), primary_key=True)
-    role: Mapped[str] = mapped_column(String(16), default="user")
+    mxid: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    role: Mapped[str] = mapped_column(CleanString(16), default="user")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -69,8 +49,8 @@ class SyncState(Base):
 
     __tablename__ = "sync_state"
 
-    account: Mapped[str] = mapped_column(String(255), primary_key=True)
-    next_batch: Mapped[str] = mapped_column(Text)
+    account: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    next_batch: Mapped[str] = mapped_column(CleanText)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -79,11 +59,26 @@ class HandledEvent(Base):
 
     __tablename__ = "handled_events"
 
-    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    room_id: Mapped[str] = mapped_column(String(255))
+    event_id: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    room_id: Mapped[str] = mapped_column(CleanString(255))
     handled_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     # Set when the handler is done; a claim without it after a restart is work to take up again.
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The answer under way (a streamed placeholder): after a restart it is edited, not left half.
+    reply_event_id: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+
+
+class QuarantinedEvent(Base):
+    """An event whose handling kept failing: recorded once, then skipped, so it cannot stop the
+    sync loop (a poison message)."""
+
+    __tablename__ = "quarantined_events"
+
+    event_id: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    room_id: Mapped[str] = mapped_column(CleanString(255))
+    attempts: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(CleanText)
+    quarantined_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class AuditEntry(Base):
@@ -93,11 +88,11 @@ class AuditEntry(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(255))
-    action: Mapped[str] = mapped_column(String(64))
-    target: Mapped[str | None] = mapped_column(String(255), default=None)
-    room_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    actor: Mapped[str] = mapped_column(CleanString(255))
+    action: Mapped[str] = mapped_column(CleanString(64))
+    target: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+    room_id: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+    reason: Mapped[str | None] = mapped_column(CleanText, default=None)
     detail: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
@@ -105,16 +100,23 @@ class OutboxMessage(Base):
     """A message waiting for the bot to deliver it, to a room or as a DM to a user."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "delivered_at", "id"),)
+    __table_args__ = (Index("ix_outbox_due", "delivered_at", "expired_at", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    recipient: Mapped[str | None] = mapped_column(String(255), default=None)
-    room_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    body: Mapped[str] = mapped_column(Text)
+    recipient: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+    room_id: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+    body: Mapped[str] = mapped_column(CleanText)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    last_error: Mapped[str | None] = mapped_column(CleanText, default=None)
+    # "text": body is the message. "login_link": body is an introduction; a fresh link is made
+    # when the message goes out, so no usable token ever rests in this table.
+    kind: Mapped[str] = mapped_column(CleanString(32), default="text")
+    # Not tried again before this (a failure's back-off, or a DM the recipient has not joined).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Given up: too old or too many failures (logged and audited).
+    expired_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class DirectRoom(Base):
@@ -122,8 +124,8 @@ class DirectRoom(Base):
 
     __tablename__ = "direct_rooms"
 
-    mxid: Mapped[str] = mapped_column(String(255), primary_key=True)
-    room_id: Mapped[str] = mapped_column(String(255))
+    mxid: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    room_id: Mapped[str] = mapped_column(CleanString(255))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -137,14 +139,14 @@ class Identity(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    provider: Mapped[str] = mapped_column(String(64))
-    issuer: Mapped[str] = mapped_column(String(512))
-    subject: Mapped[str] = mapped_column(String(255))
-    mxid: Mapped[str] = mapped_column(String(255), index=True)
-    email: Mapped[str | None] = mapped_column(String(320), default=None)
-    username: Mapped[str | None] = mapped_column(String(255), default=None)
-    display_name: Mapped[str | None] = mapped_column(String(255), default=None)
-    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    provider: Mapped[str] = mapped_column(CleanString(64))
+    issuer: Mapped[str] = mapped_column(CleanString(512))
+    subject: Mapped[str] = mapped_column(CleanString(255))
+    mxid: Mapped[str] = mapped_column(CleanString(255), index=True)
+    email: Mapped[str | None] = mapped_column(CleanString(320), default=None)
+    username: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+    display_name: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+    groups: Mapped[list[str]] = mapped_column(CleanJSON, default=list)
     linked_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -154,12 +156,12 @@ class LoginLink(Base):
 
     __tablename__ = "login_links"
 
-    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    mxid: Mapped[str] = mapped_column(String(255), index=True)
+    token_hash: Mapped[str] = mapped_column(CleanString(64), primary_key=True)
+    mxid: Mapped[str] = mapped_column(CleanString(255), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     # The browser that started the flow (hash of its binding cookie); no other may continue it.
-    browser_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    browser_hash: Mapped[str | None] = mapped_column(CleanString(64), default=None)
     used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
@@ -170,12 +172,14 @@ class Conversation(Base):
     __table_args__ = (Index("ix_conversations_scope", "room_id", "thread_root", "closed_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    room_id: Mapped[str] = mapped_column(String(255))
-    thread_root: Mapped[str | None] = mapped_column(String(255), default=None)
+    room_id: Mapped[str] = mapped_column(CleanString(255))
+    thread_root: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+    # A DM's conversation belongs to the member: whoever occupies the room later starts afresh.
+    member: Mapped[str | None] = mapped_column(CleanString(255), default=None)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     closed_at: Mapped[datetime | None] = mapped_column(default=None)  # `!reset`
-    summary: Mapped[str | None] = mapped_column(Text, default=None)
+    summary: Mapped[str | None] = mapped_column(CleanText, default=None)
     summary_upto: Mapped[int | None] = mapped_column(
         BigInteger, default=None
     )  # last message folded in
@@ -192,11 +196,11 @@ class ChatMessage(Base):
         ForeignKey("conversations.id", ondelete="CASCADE"),
         index=True,
     )
-    role: Mapped[str] = mapped_column(String(16))  # "user" or "assistant"
-    author: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
-    author_name: Mapped[str | None] = mapped_column(String(255), default=None)
-    content: Mapped[str] = mapped_column(Text)
-    event_id: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
+    role: Mapped[str] = mapped_column(CleanString(16))  # "user" or "assistant"
+    author: Mapped[str | None] = mapped_column(CleanString(255), default=None, index=True)
+    author_name: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+    content: Mapped[str] = mapped_column(CleanText)
+    event_id: Mapped[str | None] = mapped_column(CleanString(255), default=None, index=True)
     tokens: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -206,11 +210,13 @@ class GptUsage(Base):
 
     __tablename__ = "gpt_usage"
 
-    mxid: Mapped[str] = mapped_column(String(255), primary_key=True)
+    mxid: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     requests: Mapped[int] = mapped_column(Integer, default=0)
+    # Held by requests under way (their worst case), settled when they end.
+    reserved_tokens: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class RoomSettings(Base):
@@ -218,14 +224,14 @@ class RoomSettings(Base):
 
     __tablename__ = "room_settings"
 
-    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
     gpt_enabled: Mapped[bool | None] = mapped_column(Boolean, default=None)
-    gpt_model: Mapped[str | None] = mapped_column(String(255), default=None)
-    gpt_prompt: Mapped[str | None] = mapped_column(Text, default=None)
+    gpt_model: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+    gpt_prompt: Mapped[str | None] = mapped_column(CleanText, default=None)
     welcome_enabled: Mapped[bool | None] = mapped_column(Boolean, default=None)
-    welcome_template: Mapped[str | None] = mapped_column(Text, default=None)
+    welcome_template: Mapped[str | None] = mapped_column(CleanText, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-    updated_by: Mapped[str | None] = mapped_column(String(255), default=None)
+    updated_by: Mapped[str | None] = mapped_column(CleanString(255), default=None)
 
 
 class Welcomed(Base):
@@ -233,8 +239,8 @@ class Welcomed(Base):
 
     __tablename__ = "welcomed"
 
-    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    mxid: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    mxid: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
     welcomed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -243,8 +249,8 @@ class Newcomer(Base):
 
     __tablename__ = "newcomers"
 
-    mxid: Mapped[str] = mapped_column(String(255), primary_key=True)
-    room_id: Mapped[str] = mapped_column(String(255))
+    mxid: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    room_id: Mapped[str] = mapped_column(CleanString(255))
     joined_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     reminded_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -255,13 +261,13 @@ class Announcement(Base):
     __tablename__ = "announcements"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    target: Mapped[str] = mapped_column(String(255))  # a room id, or "all"
-    body: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(CleanString(255))  # a room id, or "all"
+    body: Mapped[str] = mapped_column(CleanText)
     # Normalised and absolute (Schedule.text), e.g. "every monday 09:00" or "at 2026-12-24 18:00":
     # "in 2h" is stored as the time it meant, so a restart does not move it.
-    schedule: Mapped[str] = mapped_column(String(128))
+    schedule: Mapped[str] = mapped_column(CleanString(128))
     next_run_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
     last_run_at: Mapped[datetime | None] = mapped_column(default=None)
-    created_by: Mapped[str] = mapped_column(String(255))
+    created_by: Mapped[str] = mapped_column(CleanString(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -23,6 +23,11 @@ and returns an ID token tampered with according to :attr:`HostileOidcProvider.mo
 
 ``mode`` may be changed between requests. ``requests`` counts requests per endpoint
 (``discovery``, ``authorize``, ``token``, ``jwks``, ``userinfo``).
+
+Signed tokens carry the signing key's ``kid`` unless ``kid_in_header`` is false. In the modes that
+sign with the primary key, ``signing_key`` (any RSA, EC or OKP key) replaces it; the algorithm
+follows the key (RS256, ES256/ES384/ES512 by curve, EdDSA). ``published_keys`` replaces the
+primary key in ``/jwks`` (the rotated key is still appended from the second response on).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 from joserfc import jwt
-from joserfc.jwk import OctKey, RSAKey
+from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
 
 MODES = (
     "ok",
@@ -77,6 +82,15 @@ def _rsa_key(kid: str) -> RSAKey:
     return RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"})
 
 
+def signing_alg(key: Key) -> str:
+    """The JWS algorithm the harness signs with for ``key``."""
+    if isinstance(key, ECKey):
+        return {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}[key.curve_name]
+    if isinstance(key, OKPKey):
+        return "EdDSA"
+    return "RS256"
+
+
 def _with_query(url: str, params: dict[str, str]) -> str:
     parts = urlsplit(url)
     query = f"{parts.query}&{urlencode(params)}" if parts.query else urlencode(params)
@@ -88,7 +102,8 @@ class HostileOidcProvider:
 
     ``mode``, ``subject``, ``email``, ``preferred_username``, ``groups``, ``extra_claims`` (merged
     into every ID token, after tampering), ``rotated_published_after`` (how many ``/jwks``
-    responses omit the rotated key; default 1).
+    responses omit the rotated key; default 1), ``kid_in_header`` (default true),
+    ``signing_key`` and ``published_keys`` (default None: the primary key).
     """
 
     def __init__(
@@ -112,6 +127,9 @@ class HostileOidcProvider:
         self.groups = list(groups) if groups is not None else ["members"]
         self.extra_claims: dict[str, Any] = {}
         self.rotated_published_after = 1
+        self.kid_in_header = True
+        self.signing_key: Key | None = None
+        self.published_keys: list[Key] | None = None
         self.port = port
         self.issuer = ""  # set by start()
         self.requests: collections.Counter[str] = collections.Counter()
@@ -169,7 +187,8 @@ class HostileOidcProvider:
         }
 
     def jwks(self, *, include_rotated: bool = False) -> dict[str, Any]:
-        keys = [self.key.as_dict(private=False)]
+        published = self.published_keys if self.published_keys is not None else [self.key]
+        keys = [key.as_dict(private=False) for key in published]
         if include_rotated:
             keys.append(self.rotated_key.as_dict(private=False))
         return {"keys": keys}
@@ -344,10 +363,13 @@ class HostileOidcProvider:
         signing_key = {
             "unknown_kid_rotated": self.rotated_key,
             "unknown_kid": self.unpublished_key,
-        }.get(mode, self.key)
-        token = jwt.encode(
-            {"alg": "RS256", "typ": "JWT", "kid": signing_key.kid}, claims, signing_key
-        )
+        }.get(mode, self.signing_key or self.key)
+        alg = signing_alg(signing_key)
+        header = {"alg": alg, "typ": "JWT"}
+        if self.kid_in_header:
+            signing_key.ensure_kid()  # the RFC 7638 thumbprint, as a client's KeySet would name it
+            header["kid"] = signing_key.kid
+        token = jwt.encode(header, claims, signing_key, algorithms=[alg])
         if mode == "bad_signature":
             header_b64, payload_b64, signature_b64 = token.split(".")
             signature = bytearray(_b64url_decode(signature_b64))

@@ -20,6 +20,9 @@ By default the reply is ``"Echo: <last user message>"``. Token counts are determ
 per whitespace-separated word (see :func:`count_tokens`); ``prompt_tokens`` is the sum over all
 request messages, ``completion_tokens`` the count of the reply.
 
+Like OpenAI, a request's ``max_completion_tokens`` (or ``max_tokens``) cuts the reply at that
+many tokens, with ``finish_reason: "length"``.
+
 Failure kinds for :meth:`LlmStub.fail_next` (one queued failure is consumed per chat request that
 passed authentication):
 
@@ -360,6 +363,12 @@ class LlmStub:
                 return web.Response(status=503, text="llm stub shutting down")
 
         text = self.reply_for(body)
+        finish = "stop"
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and count_tokens(text) > limit:
+            # As OpenAI does: the answer stops at the limit, finish_reason "length".
+            text = "".join(split_reply(text)[:limit])
+            finish = "length"
         completion_id = f"chatcmpl-stub{uuid.uuid4().hex[:20]}"
         created = int(time.time())
         usage = None
@@ -372,7 +381,7 @@ class LlmStub:
             return await self._stream(
                 request, body, text, completion_id, created,
                 usage if include_usage else None, include_usage,
-                broken=failure == "broken_stream",
+                broken=failure == "broken_stream", finish=finish,
             )  # fmt: skip
 
         completion: dict[str, Any] = {
@@ -386,7 +395,7 @@ class LlmStub:
                     "index": 0,
                     "message": {"role": "assistant", "content": text, "refusal": None},
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": finish,
                 }
             ],
         }
@@ -414,6 +423,7 @@ class LlmStub:
         include_usage: bool,
         *,
         broken: bool,
+        finish: str = "stop",
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=200,
@@ -457,7 +467,7 @@ class LlmStub:
                 return response
             if self.chunk_delay > 0:
                 await asyncio.sleep(self.chunk_delay)
-            await send(chunk({}, "stop"))
+            await send(chunk({}, finish))
             if include_usage and usage is not None:
                 last = chunk({}, None)
                 last["choices"] = []

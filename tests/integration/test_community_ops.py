@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from nio import RoomPreset
 
 from tests.harness.bot import running_bot
 from tests.harness.matrix_user import TestUser
@@ -19,9 +20,10 @@ def body(event: dict) -> str:
 
 
 async def group_room(owner: TestUser, bot_id: str, *others: str, name: str = "community") -> str:
-    """A room the owner runs, where the bot has full power."""
+    """A community room the owner runs (public: people join it by themselves, see
+    bot/matrix/room_kinds.py), where the bot has full power."""
     room = await owner.create_room(
-        invite=[bot_id, *others], name=name,
+        invite=[bot_id, *others], name=name, preset=RoomPreset.public_chat,
         power_level_override={"users": {bot_id: 100}},  # room v12: creators are not listed
     )  # fmt: skip
     await owner.wait_for_membership(room, bot_id, "join", timeout=15)
@@ -136,7 +138,9 @@ async def test_kick_ban_unban_invite_take_effect_on_the_homeserver(synapse, tmp_
             a_dm = await dm_with(a, bot.user_id)
             await a.ask(a_dm, f"!role {mod.user_id} moderator", sender=bot.user_id)
             # A second room where the bot has no power at all.
-            powerless = await a.create_room(invite=[bot.user_id, member.user_id], name="no-power")
+            powerless = await a.create_room(
+                invite=[bot.user_id, member.user_id], name="no-power", preset=RoomPreset.public_chat
+            )
             await a.wait_for_membership(powerless, bot.user_id, "join", timeout=15)
             await t.join(powerless)
             await asyncio.sleep(0.5)

@@ -246,6 +246,9 @@ async def test_welcome_and_announcement_in_an_encrypted_room_are_readable(synaps
             room = await o.create_room(
                 invite=[bot.user_id], name="Secret garden", encrypted=True,
                 power_level_override={"users": {bot.user_id: 100}},
+                # A community room: one people may ask to join ("knock"), not invite-only.
+                initial_state=[{"type": "m.room.join_rules", "state_key": "",
+                                "content": {"join_rule": "knock"}}],
             )  # fmt: skip
             await o.wait_for_membership(room, bot.user_id, "join", timeout=15)
             await o.ask(room, "!welcome on", sender=bot.user_id, timeout=20)

@@ -149,7 +149,7 @@ url = "postgresql+asyncpg://bot:dbpass@db/bot"
 [web]
 listen = "[::1]:9000"
 public_url = "https://bot.example.org/"
-session_secret = "sess"
+session_secret = "sess-0123456789abcdef0123456789abcdef"
 
 [roles]
 admins = ["@admin:example.org"]
@@ -173,7 +173,7 @@ format = "Json"
     assert config.database.url == "postgresql+asyncpg://bot:dbpass@db/bot"
     assert (config.web.listen_host, config.web.listen_port) == ("::1", 9000)
     assert config.web.public_url == "https://bot.example.org"
-    assert config.web.session_secret == SecretStr("sess")
+    assert config.web.session_secret == SecretStr("sess-0123456789abcdef0123456789abcdef")
     assert config.roles.admins == ("@admin:example.org",)
     assert config.logging.level == "debug"
     assert config.logging.format == "json"
@@ -308,11 +308,11 @@ def test_secret_file_from_env(tmp_path: Path) -> None:
     secret = tmp_path / "token"
     secret.write_text("syt_from_file  \n", encoding="utf-8")
     session = tmp_path / "session"
-    session.write_text("session-from-file", encoding="utf-8")
+    session.write_text("session-from-file-0123456789abcdef0123", encoding="utf-8")
     env = {"CB_MATRIX_ACCESS_TOKEN_FILE": str(secret), "CB_WEB_SESSION_SECRET_FILE": str(session)}
     config = load_config(write(tmp_path, MATRIX), env=env)
     assert config.matrix.access_token == SecretStr("syt_from_file")
-    assert config.web.session_secret == SecretStr("session-from-file")
+    assert config.web.session_secret == SecretStr("session-from-file-0123456789abcdef0123")
 
 
 def test_env_secret_file_overrides_plain_value_in_file(tmp_path: Path) -> None:
@@ -582,10 +582,18 @@ def test_explicit_database_url_is_kept(tmp_path: Path) -> None:
 
 
 def test_secrets_absent_from_repr_and_str(tmp_path: Path) -> None:
-    text = MATRIX + 'access_token = "syt_token_value"\n[web]\nsession_secret = "sess-value"\n'
+    text = (
+        MATRIX
+        + 'access_token = "syt_token_value"\n[web]\n'
+        + 'session_secret = "sess-value-0123456789abcdef0123456789"\n'
+    )
     config = load_config(write(tmp_path, text), env={})
     for rendering in (repr(config), str(config), repr(config.matrix), str(config.web)):
-        for secret in ("hunter2-secret", "syt_token_value", "sess-value"):
+        for secret in (
+            "hunter2-secret",
+            "syt_token_value",
+            "sess-value-0123456789abcdef0123456789",
+        ):
             assert secret not in rendering
     assert config.matrix.access_token is not None
     assert config.matrix.access_token.get_secret_value() == "syt_token_value"
@@ -606,7 +614,7 @@ access_token = 12345678
 url = "postgresql://bot:db-secret-pw@db/bot x"
 
 [web]
-session_secret = ["sess-value"]
+session_secret = ["sess-value-0123456789abcdef0123456789"]
 """,
     )
     env = {"CB_WEB_SESSION_SECRET": "env-secret-value", "CB_WEB_SESSION_SECRET_FILE": "/x"}
@@ -614,7 +622,10 @@ session_secret = ["sess-value"]
         load_config(path, env=env)
     text = str(info.value)
     assert len(info.value.problems) == 5, text
-    for secret in ("hunter2-secret", "12345678", "db-secret-pw", "sess-value", "env-secret"):
+    for secret in (
+        "hunter2-secret", "12345678", "db-secret-pw", "sess-value-0123456789abcdef0123456789",
+        "env-secret",
+    ):  # fmt: skip
         assert secret not in text
     assert "matrix.access_token: expected a string (from" in text
 
