@@ -288,3 +288,23 @@ async def test_a_login_link_made_at_delivery_is_stored_hashed_only(db):
     async with db.transaction() as session:
         rows = list(await session.scalars(select(LoginLink).where(LoginLink.mxid == MALLORY)))
     assert [r.token_hash for r in rows][-1] == hash_token(token) != token
+
+
+async def test_forget_scrubs_personal_data_from_audit_details(db):
+    from bot.community.members import MemberAdmin
+    from bot.community.permissions import Party
+
+    members = MemberAdmin(db, ["@root:x"], "@bot:x")
+    root = Party("@root:x", Role.ADMIN)
+    await members.set_active(root, MALLORY, False, reason="spamming", room_id=None)
+    before = [e for e in await AuditLog(db).recent(50) if MALLORY in (e.target, e.actor)]
+    assert any(e.detail and e.detail.get("username") == "mallory" for e in before)
+    await members.forget(root, MALLORY, room_id=None)
+    after = [e for e in await AuditLog(db).recent(50) if MALLORY in (e.target, e.actor)]
+    actions = [e.action for e in after]
+    assert "identity.link" in actions and "deactivate" in actions  # the facts stay
+    for entry in after:
+        if entry.action != "forget":
+            assert entry.detail in (None, {"scrubbed": "forget"}), entry
+    assert "mallory" not in str([e.detail for e in after if e.action != "forget"])
+    assert next(e for e in after if e.action == "deactivate").reason == "spamming"
