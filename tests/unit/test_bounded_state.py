@@ -73,5 +73,5 @@ def test_max_tokens_has_a_sane_default_and_range(tmp_path):
     path.write_text(base + 'password = "pw"\n')
     assert load_config(path, env={}).gpt.max_tokens == 1024
     path.write_text(base + 'password = "pw"\n[gpt]\nmax_tokens = 0\n')
-    with pytest.raises(ConfigError, match="gpt.max_tokens"):
+    with pytest.raises(ConfigError, match=r"gpt\.max_tokens"):
         load_config(path, env={})
