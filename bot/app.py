@@ -41,6 +41,7 @@ from bot.matrix.direct import DirectMessenger
 from bot.matrix.dispatch import Dispatcher
 from bot.matrix.invites import InvitePolicy
 from bot.matrix.outbox_courier import OutboxCourier
+from bot.matrix.resume import resume_unfinished
 from bot.matrix.room_actions import MatrixRoomActions
 from bot.matrix.room_kinds import RoomKinds
 from bot.matrix.sender import Sender
@@ -322,7 +323,7 @@ class BotApp:
             direct=direct,
             invites=InvitePolicy(cfg.matrix.autojoin_from, cfg.roles.admins),
             prefix=cfg.matrix.command_prefix,
-            relay=ChatRelay(chat, sender, stream=cfg.gpt.stream),
+            relay=(relay := ChatRelay(chat, sender, stream=cfg.gpt.stream)),
             welcomer=welcomer,
         )
         try:
@@ -352,7 +353,10 @@ class BotApp:
             log.info("bot.ready", user_id=me, device_id=client.device_id)
             self._warming = asyncio.create_task(self._warm_up(chat), name="warm-up")
             # Work a previous run claimed but was stopped before finishing.
-            await dispatcher.resume_unfinished(started - RESUME_WINDOW, before=started)
+            await resume_unfinished(
+                client, ledger, relay, dispatcher.take_up,
+                since=started - RESUME_WINDOW, before=started,
+            )  # fmt: skip
             reminder = cfg.welcome.reminder_after_seconds
             schedule_jobs(
                 jobs, announcements=announcements, moderation=moderation, login_links=login_links,

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from bot.commands.executor import Message
 from bot.community.chat import (
     ChatRefused,
     ChatService,
@@ -26,6 +27,7 @@ from bot.matrix.message_size import render_parts, split_markdown
 from bot.matrix.render import message_content
 from bot.matrix.sender import Sender, SendError
 from bot.offload import off_loop
+from bot.store.events import EventLedger
 
 log = structlog.get_logger(__name__)
 
@@ -113,6 +115,30 @@ class ChatRelay:
 
     def _content(self, text: str, turn: ChatTurn, *, reply_to: str | None) -> dict[str, Any]:
         return message_content(text, reply_to=reply_to, thread_root=turn.thread_root)
+
+    async def answer_message(
+        self, message: Message, text: str, *, sender_name: str | None, ledger: EventLedger
+    ) -> None:
+        """Answer a member's message (a DM, a mention, `!ask`, a thread follow-up). The
+        placeholder is recorded with the message's claim, so a restart edits it, not another."""
+        structlog.contextvars.bind_contextvars(room_id=message.room_id, event_id=message.event_id)
+        turn = ChatTurn(
+            room_id=message.room_id,
+            # In a room the answer opens a thread on the question (or continues the thread).
+            thread_root=None if message.is_direct else (message.thread_root or message.event_id),
+            sender=message.sender, sender_name=sender_name, text=text, event_id=message.event_id,
+        )  # fmt: skip
+
+        async def remember(placeholder: str) -> None:
+            await ledger.set_reply(message.event_id, placeholder)
+
+        try:
+            await self.answer(
+                turn, reply_to=None if message.is_direct else message.event_id,
+                placeholder=await ledger.reply_of(message.event_id), on_placeholder=remember,
+            )  # fmt: skip
+        except Exception:
+            log.exception("chat.failed", sender=message.sender)
 
     async def answer(
         self,

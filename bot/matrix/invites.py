@@ -1,8 +1,15 @@
-"""Which invites the bot accepts: only from `[matrix] autojoin_from` (MXIDs or servers) and admins."""
+"""Which invites the bot accepts: only from `[matrix] autojoin_from` (MXIDs or servers) and admins.
+An invite marked `is_direct` is remembered as the inviter's DM."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import structlog
+from nio import AsyncClient, InviteMemberEvent, JoinError
+
+log = structlog.get_logger(__name__)
 
 
 def server_of(mxid: str) -> str:
@@ -17,3 +24,39 @@ class InvitePolicy:
 
     def allows(self, inviter: str) -> bool:
         return inviter in self._users or server_of(inviter).lower() in self._servers
+
+
+async def answer_invite(
+    client: AsyncClient,
+    policy: InvitePolicy,
+    room_id: str,
+    invite_state: list[Any],
+    remember_dm: Callable[[str, str], Awaitable[None]],
+) -> None:
+    """Join when the inviter may invite the bot, else leave (refuse); `remember_dm(inviter, room)`
+    for a direct-chat invite."""
+    invite = next(
+        (
+            e
+            for e in invite_state
+            if isinstance(e, InviteMemberEvent)
+            and e.state_key == client.user_id
+            and e.membership == "invite"
+        ),
+        None,
+    )
+    if invite is None:
+        return
+    inviter = invite.sender
+    bound = log.bind(room_id=room_id, inviter=inviter)
+    if not policy.allows(inviter):
+        bound.info("matrix.invite_refused", reason="inviter not in matrix.autojoin_from")
+        await client.room_leave(room_id)
+        return
+    response = await client.join(room_id)
+    if isinstance(response, JoinError):
+        bound.warning("matrix.join_failed", error=response.message)
+        return
+    bound.info("matrix.joined")
+    if invite.content.get("is_direct"):
+        await remember_dm(inviter, room_id)
