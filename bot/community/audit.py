@@ -7,10 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.store.audit import add_entry
 from bot.store.database import Database
 from bot.store.models import AuditEntry
+
+__all__ = ["AuditLog", "AuditRecord", "add_entry"]
 
 
 @dataclass(frozen=True)
@@ -22,24 +24,6 @@ class AuditRecord:
     room_id: str | None
     reason: str | None
     detail: dict[str, Any] | None
-
-
-def add_entry(
-    session: AsyncSession,
-    *,
-    actor: str,
-    action: str,
-    target: str | None = None,
-    room_id: str | None = None,
-    reason: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    """Record inside the caller's transaction, so the entry and the change land together."""
-    session.add(
-        AuditEntry(
-            actor=actor, action=action, target=target, room_id=room_id, reason=reason, detail=detail
-        )
-    )
 
 
 class AuditLog:

@@ -10,20 +10,18 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.community.audit import add_entry
-from bot.community.context_window import StoredMessage, rows_to_read, select_recent
+from bot.community.context_window import rows_to_read, select_recent
 from bot.community.identity import IdentityService
 from bot.community.roles import Role
 from bot.community.tokens import MESSAGE_OVERHEAD, count_tokens, message_tokens
 from bot.community.users import UserService
 from bot.keyed_lock import KeyedLock
+from bot.store.chat import ChatStore, NewMessage, StoredMessage
 from bot.store.chat_usage import DayUsage, Held, UsageStore
 from bot.store.database import Database
-from bot.store.models import ChatMessage, Conversation, RoomSettings, User, utcnow
+from bot.store.models import utcnow
 
 # The shortest answer asked for when the quota leaves less room than a full answer.
 LEAST_ANSWER_TOKENS = 16
@@ -154,22 +152,6 @@ def describe_wait(delta: timedelta) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
-async def delete_turn(session: AsyncSession, message: ChatMessage) -> None:
-    """Delete a stored message and, for a member's message, the answer that followed it."""
-    if message.role == "user":
-        answer = await session.scalar(
-            select(ChatMessage)
-            .where(
-                ChatMessage.conversation_id == message.conversation_id, ChatMessage.id > message.id
-            )
-            .order_by(ChatMessage.id)
-            .limit(1)
-        )
-        if answer is not None and answer.role == "assistant":
-            await session.delete(answer)
-    await session.delete(message)
-
-
 def _speaker(content: str, author_name: str | None) -> str:
     return f"{author_name}: {content}" if author_name else content
 
@@ -191,6 +173,7 @@ class ChatService:
         self._identity = identity
         self._users = users
         self._clock = clock
+        self._store = ChatStore(db)
         self._usage = UsageStore(db)
         self._locks: KeyedLock[tuple[str, str | None]] = KeyedLock()
 
@@ -201,22 +184,18 @@ class ChatService:
     # -- settings per room --------------------------------------------------------------------
 
     async def room_settings(self, room_id: str) -> RoomChatSettings:
-        async with self._db.transaction() as session:
-            row = await session.get(RoomSettings, room_id)
+        room = await self._store.room_overrides(room_id)
         s = self.settings
-        if row is None:
-            return RoomChatSettings(s.enabled, s.model, s.system_prompt)
         overridden = {
             name
-            for name, value in (
-                ("enabled", row.gpt_enabled), ("model", row.gpt_model), ("prompt", row.gpt_prompt),
-            )
+            for name, value in (("enabled", room.enabled), ("model", room.model),
+                                ("prompt", room.prompt))
             if value is not None
         }  # fmt: skip
         return RoomChatSettings(
-            enabled=s.enabled if row.gpt_enabled is None else row.gpt_enabled,
-            model=row.gpt_model or s.model,
-            prompt=row.gpt_prompt or s.system_prompt,
+            enabled=s.enabled if room.enabled is None else room.enabled,
+            model=room.model or s.model,
+            prompt=room.prompt or s.system_prompt,
             overridden=frozenset(overridden),
         )
 
@@ -224,21 +203,7 @@ class ChatService:
         self, room_id: str, actor: str, *, reset: bool = False, **changes: object
     ) -> None:
         """Set `enabled`, `model` or `prompt` for one room, or `reset` them all to the config."""
-        columns = {"enabled": "gpt_enabled", "model": "gpt_model", "prompt": "gpt_prompt"}
-        async with self._db.transaction() as session:
-            row = await session.get(RoomSettings, room_id) or RoomSettings(room_id=room_id)
-            session.add(row)
-            for name, column in columns.items():
-                if reset:
-                    setattr(row, column, None)
-                elif name in changes:
-                    setattr(row, column, changes[name])
-            row.updated_by = actor
-            row.updated_at = utcnow()
-            add_entry(
-                session, actor=actor, action="gpt.room_settings", room_id=room_id,
-                detail={"reset": True} if reset else {k: str(v)[:200] for k, v in changes.items()},
-            )  # fmt: skip
+        await self._store.change_room_overrides(room_id, actor, changes, reset=reset)
 
     # -- quota --------------------------------------------------------------------------------
 
@@ -309,14 +274,7 @@ class ChatService:
         hold.settled = True
 
     async def set_quota(self, mxid: str, tokens: int | None, actor: str) -> None:
-        async with self._db.transaction() as session:
-            user = await session.get(User, mxid)
-            if user is None:
-                user = User(mxid=mxid, role=Role.USER.label, active=True)
-                session.add(user)
-            user.gpt_daily_quota = tokens
-            add_entry(session, actor=actor, action="gpt.quota", target=mxid,
-                      detail={"daily_tokens": tokens})  # fmt: skip
+        await self._store.set_quota_override(mxid, tokens, actor)
 
     def quota_message(self, usage: Usage) -> str:
         wait = describe_wait(until_reset(self._clock()))
@@ -349,27 +307,15 @@ class ChatService:
         model = room.model
         system = [PromptMessage("system", room.prompt)]
         current = PromptMessage("user", _speaker(turn.text, turn.sender_name))
-        async with self._db.transaction() as session:
-            conversation = await self._open_conversation(
-                session, turn.room_id, turn.thread_root, turn.sender
-            )
-            if conversation.summary:
-                system.append(
-                    PromptMessage(
-                        "system", f"Summary of the earlier conversation: {conversation.summary}"
-                    )
-                )
-            fixed = sum(message_tokens(m.content, model) for m in [*system, current])
-            budget = max(0, self.settings.history_token_budget - fixed)
-            rows = await session.scalars(
-                select(ChatMessage)
-                .where(ChatMessage.conversation_id == conversation.id)
-                .order_by(ChatMessage.id.desc())
-                .limit(rows_to_read(self.settings.history_token_budget, MESSAGE_OVERHEAD))
-            )
-            newest_first = [
-                StoredMessage(r.id, r.role, r.content, r.tokens, r.author_name) for r in rows
-            ]
+        conversation, newest_first = await self._store.open_conversation(
+            turn.room_id, turn.thread_root, turn.sender,
+            recent=rows_to_read(self.settings.history_token_budget, MESSAGE_OVERHEAD),
+        )  # fmt: skip
+        if conversation.summary:
+            summary = f"Summary of the earlier conversation: {conversation.summary}"
+            system.append(PromptMessage("system", summary))
+        fixed = sum(message_tokens(m.content, model) for m in [*system, current])
+        budget = max(0, self.settings.history_token_budget - fixed)
         window = select_recent(newest_first, budget)
         history = [
             PromptMessage(
@@ -426,22 +372,17 @@ class ChatService:
                 await asyncio.sleep(0.2 * attempt)
         if not delivered:
             return prompt_tokens + completion_tokens
-        async with self._db.transaction() as session:
-            session.add_all([
-                ChatMessage(
-                    conversation_id=prepared.conversation_id, role="user", author=turn.sender,
-                    author_name=turn.sender_name, content=turn.text, event_id=turn.event_id,
-                    tokens=message_tokens(_speaker(turn.text, turn.sender_name), model),
-                ),
-                ChatMessage(
-                    conversation_id=prepared.conversation_id, role="assistant",
-                    content=completion.text, event_id=reply_event_id,
-                    tokens=message_tokens(completion.text, model),
-                ),
-            ])  # fmt: skip
-            conversation = await session.get(Conversation, prepared.conversation_id)
-            if conversation is not None:
-                conversation.updated_at = utcnow()
+        await self._store.add_turn(
+            prepared.conversation_id,
+            NewMessage(
+                "user", turn.text, message_tokens(_speaker(turn.text, turn.sender_name), model),
+                author=turn.sender, author_name=turn.sender_name, event_id=turn.event_id,
+            ),
+            NewMessage(
+                "assistant", completion.text, message_tokens(completion.text, model),
+                event_id=reply_event_id,
+            ),
+        )  # fmt: skip
         return prompt_tokens + completion_tokens
 
     async def fold_into_summary(self, prepared: PreparedTurn) -> bool:
@@ -449,18 +390,9 @@ class ChatService:
         (one extra request). True when a summary was written."""
         if not self.settings.summarize or prepared.oldest_in_window is None:
             return False
-        async with self._db.transaction() as session:
-            conversation = await session.get(Conversation, prepared.conversation_id)
-            if conversation is None:
-                return False
-            query = select(ChatMessage).where(
-                ChatMessage.conversation_id == conversation.id,
-                ChatMessage.id < prepared.oldest_in_window,
-            )
-            if conversation.summary_upto is not None:
-                query = query.where(ChatMessage.id > conversation.summary_upto)
-            dropped = list(await session.scalars(query.order_by(ChatMessage.id)))
-            earlier = conversation.summary
+        earlier, dropped = await self._store.left_the_window(
+            prepared.conversation_id, prepared.oldest_in_window
+        )
         if not dropped:
             return False
         budget = self.settings.history_token_budget
@@ -476,68 +408,22 @@ class ChatService:
             [PromptMessage("system", SUMMARY_PROMPT), PromptMessage("user", body)],
             model=prepared.model, on_text=None,
         )  # fmt: skip
-        async with self._db.transaction() as session:
-            conversation = await session.get(Conversation, prepared.conversation_id)
-            if conversation is not None:
-                conversation.summary = completion.text.strip()
-                conversation.summary_upto = dropped[len(transcript) - 1].id if transcript else None
+        upto = dropped[len(transcript) - 1].id if transcript else None
+        await self._store.save_summary(prepared.conversation_id, completion.text.strip(), upto)
         return True
 
     # -- conversations ------------------------------------------------------------------------
 
-    async def _open_conversation(
-        self, session, room_id: str, thread_root: str | None, member: str
-    ) -> Conversation:  # type: ignore[no-untyped-def]
-        found = await session.scalar(self._open_query(room_id, thread_root, member))
-        if found is None:
-            found = Conversation(
-                room_id=room_id, thread_root=thread_root,
-                member=member if thread_root is None else None,
-            )  # fmt: skip
-            session.add(found)
-            await session.flush()
-        return found
-
-    @staticmethod
-    def _open_query(room_id: str, thread_root: str | None, member: str | None = None):  # type: ignore[no-untyped-def]
-        """A room thread's conversation, or (no thread) a DM's: that one belongs to the member,
-        so whoever is in the room later never inherits it."""
-        if thread_root is not None:
-            scope = [Conversation.thread_root == thread_root]
-        else:
-            scope = [Conversation.thread_root.is_(None)]
-            if member is not None:
-                scope.append(Conversation.member == member)
-        return (
-            select(Conversation)
-            .where(Conversation.room_id == room_id, *scope, Conversation.closed_at.is_(None))
-            .order_by(Conversation.id.desc())
-            .limit(1)
-        )
-
     async def has_conversation(self, room_id: str, thread_root: str) -> bool:
-        async with self._db.transaction() as session:
-            return await session.scalar(self._open_query(room_id, thread_root)) is not None
+        return await self._store.has_open(room_id, thread_root)
 
     async def reset(self, room_id: str, thread_root: str | None, member: str | None = None) -> bool:
         """Close the open conversation here; the next message starts a fresh one."""
-        async with self._db.transaction() as session:
-            found = await session.scalar(self._open_query(room_id, thread_root, member))
-            if found is None:
-                return False
-            found.closed_at = utcnow()
-            return True
+        return await self._store.close(room_id, thread_root, member)
 
     async def forget_event(self, event_id: str) -> bool:
         """A member redacted a message: it leaves the history, with the answer it got."""
-        async with self._db.transaction() as session:
-            message = await session.scalar(
-                select(ChatMessage).where(ChatMessage.event_id == event_id)
-            )
-            if message is None:
-                return False
-            await delete_turn(session, message)
-            return True
+        return await self._store.forget_event(event_id)
 
     async def edit_event(
         self, event_id: str, new_text: str, editor: str, model: str | None = None
@@ -545,47 +431,24 @@ class ChatService:
         """A member edited their message: the history keeps the new text. Only the author's own
         edits count (Matrix lets anyone send an m.replace), and the assistant's answers are never
         changed this way."""
-        async with self._db.transaction() as session:
-            message = await session.scalar(
-                select(ChatMessage).where(ChatMessage.event_id == event_id)
-            )
-            if message is None or message.role != "user" or message.author != editor:
-                return False
-            message.content = new_text
-            message.tokens = message_tokens(
-                _speaker(new_text, message.author_name), model or self.settings.model
-            )
-            return True
+        found = await self._store.message_by_event(event_id)
+        if found is None:
+            return False
+        role, author, author_name = found
+        if role != "user" or author != editor:
+            return False
+        tokens = message_tokens(_speaker(new_text, author_name), model or self.settings.model)
+        await self._store.replace_text(event_id, new_text, tokens)
+        return True
 
     async def history(
         self, room_id: str, thread_root: str | None, member: str | None = None
     ) -> list[StoredMessage]:
         """The open conversation's stored messages, oldest first (for `!gpt` and tests)."""
-        async with self._db.transaction() as session:
-            conversation = await session.scalar(self._open_query(room_id, thread_root, member))
-            if conversation is None:
-                return []
-            rows = await session.scalars(
-                select(ChatMessage)
-                .where(ChatMessage.conversation_id == conversation.id)
-                .order_by(ChatMessage.id)
-            )
-            return [StoredMessage(r.id, r.role, r.content, r.tokens, r.author_name) for r in rows]
+        return await self._store.history(room_id, thread_root, member)
 
     async def purge_older_than(self, days: int) -> int:
         """Retention: drop conversations untouched for `days` (their messages go with them)."""
         if days <= 0:
             return 0
-        cutoff = utcnow() - timedelta(days=days)
-        async with self._db.transaction() as session:
-            old = list(
-                await session.scalars(
-                    select(Conversation.id).where(Conversation.updated_at < cutoff)
-                )
-            )
-            if old:
-                await session.execute(
-                    delete(ChatMessage).where(ChatMessage.conversation_id.in_(old))
-                )
-                await session.execute(delete(Conversation).where(Conversation.id.in_(old)))
-            return len(old)
+        return await self._store.purge_untouched_since(utcnow() - timedelta(days=days))

@@ -3,16 +3,9 @@ token budget, so the prompt stays bounded however long the conversation grows.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bot.store.chat import StoredMessage
 
-
-@dataclass(frozen=True)
-class StoredMessage:
-    id: int
-    role: str  # "user" or "assistant"
-    content: str
-    tokens: int  # including the per-message overhead
-    author_name: str | None = None
+__all__ = ["StoredMessage", "rows_to_read", "select_recent"]
 
 
 def select_recent(newest_first: list[StoredMessage], budget: int) -> list[StoredMessage]:

@@ -10,9 +10,9 @@ from datetime import datetime
 from sqlalchemy import delete, func, or_, select, update
 
 from bot.community.audit import add_entry
-from bot.community.chat import delete_turn
 from bot.community.permissions import Party, Refused, check_role_change, check_target
 from bot.community.roles import Role
+from bot.store.chat import delete_turn
 from bot.store.database import Database
 from bot.store.models import (
     AuditEntry,
