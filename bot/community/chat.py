@@ -152,6 +152,17 @@ def describe_wait(delta: timedelta) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
+def answer_allowance(taken: int, quota: int, prompt: int, longest: int) -> int | None:
+    """How long an answer may be when the day has `taken` tokens (spent and held): the
+    longest allowed, less when the quota (0: none) leaves less room, at least a short
+    answer; None once the quota is reached. So questions asked at once cannot together go
+    further past the quota than one question alone would."""
+    if quota and taken >= quota:
+        return None
+    room = longest if quota == 0 else quota - taken - prompt
+    return max(min(longest, room), min(LEAST_ANSWER_TOKENS, longest))
+
+
 def _speaker(content: str, author_name: str | None) -> str:
     return f"{author_name}: {content}" if author_name else content
 
@@ -166,6 +177,8 @@ class ChatService:
         identity: IdentityService,
         users: UserService,
         clock: Callable[[], datetime] = utcnow,
+        store: ChatStore | None = None,
+        usage: UsageStore | None = None,
     ) -> None:
         self._db = db
         self.settings = settings
@@ -173,8 +186,8 @@ class ChatService:
         self._identity = identity
         self._users = users
         self._clock = clock
-        self._store = ChatStore(db)
-        self._usage = UsageStore(db)
+        self._store = store or ChatStore(db)
+        self._usage = usage or UsageStore(db)
         self._locks: KeyedLock[tuple[str, str | None]] = KeyedLock()
 
     def conversation_lock(self, room_id: str, thread_root: str | None, member: str | None = None):  # type: ignore[no-untyped-def]
@@ -230,11 +243,10 @@ class ChatService:
         questions cannot together spend more than the quota. Raises ChatRefused."""
         role = await self._users.role_of(sender)
         quota = await self._quota(sender, role)
+        needed = sum(message_tokens(m.content, model) for m in prompt)
         result = await self._usage.hold(
-            sender, self._today(),
-            prompt=sum(message_tokens(m.content, model) for m in prompt),
-            completion=self.settings.max_tokens, quota=quota,
-            least=min(LEAST_ANSWER_TOKENS, self.settings.max_tokens),
+            sender, self._today(), needed,
+            lambda taken: answer_allowance(taken, quota, needed, self.settings.max_tokens),
         )  # fmt: skip
         if isinstance(result, Held):
             return Hold(result)

@@ -4,6 +4,7 @@ count (two first-of-the-day rows, or two read-modify-writes, would)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -52,12 +53,12 @@ class UsageStore:
             return await session.scalar(select(User.gpt_daily_quota).where(User.mxid == mxid))
 
     async def hold(
-        self, mxid: str, day: date, *, prompt: int, completion: int, quota: int, least: int
+        self, mxid: str, day: date, prompt: int, grant: Callable[[int], int | None]
     ) -> Held | DayUsage:
-        """Hold `prompt` plus up to `completion` tokens for an answer: fewer when the quota
-        (0: none) leaves less, but never fewer than `least`. Nothing is held, and the day's usage
-        is returned, once what is spent and held reaches the quota: so questions asked at once
-        cannot together go further past it than one question alone."""
+        """Hold `prompt` plus `grant(taken)` tokens for the answer, where `taken` is what the
+        day has spent and holds already; `grant` returning None refuses (the day's usage is
+        returned). Compare-and-set: when another request took tokens meanwhile, `grant` is asked
+        again with the new figure, so concurrent requests never decide on a stale one."""
         async with self._db.transaction() as session:
             await insert_ignore(
                 session, GptUsage, mxid=mxid, day=day, prompt_tokens=0, completion_tokens=0,
@@ -69,18 +70,16 @@ class UsageStore:
             async with self._db.transaction() as session:
                 row = (await session.execute(select(spent).where(*key))).one()
                 taken = int(row[0])
-                if quota and taken >= quota:
+                completion = grant(taken)
+                if completion is None:
                     return await self.today(mxid, day)
-                grant = completion if quota == 0 else min(completion, quota - taken - prompt)
-                grant = max(grant, least)
-                # Only if nobody else took tokens meanwhile (else read again): compare-and-set.
                 result = await session.execute(
                     update(GptUsage)
                     .where(*key, spent == taken)
-                    .values(reserved_tokens=GptUsage.reserved_tokens + prompt + grant)
+                    .values(reserved_tokens=GptUsage.reserved_tokens + prompt + completion)
                 )
                 if result.rowcount == 1:
-                    return Held(mxid, day, prompt, grant)
+                    return Held(mxid, day, prompt, completion)
         raise RuntimeError(f"could not reserve tokens for {mxid}: too much contention")
 
     async def settle(self, held: Held, *, prompt: int, completion: int, counted: bool) -> None:
