@@ -13,10 +13,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import chat_concurrency, e2ee_roundtrip, prompt_budget, welcome_burst
+from bench import chat_concurrency, e2ee_roundtrip, hostile_load, prompt_budget, welcome_burst
 from bench.common import Outcome, report, table
 
-BENCHMARKS = (prompt_budget, chat_concurrency, welcome_burst, e2ee_roundtrip)
+BENCHMARKS = (prompt_budget, chat_concurrency, welcome_burst, e2ee_roundtrip, hostile_load)
 
 
 def main() -> int:
