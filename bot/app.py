@@ -9,7 +9,6 @@ import gc
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 from nio import ProfileGetDisplayNameResponse, RoomResolveAliasResponse
@@ -260,10 +259,10 @@ class BotApp:
         warm_up(cfg.gpt.model)  # the tokenizer loads in the background, off the event loop
         if released := await chat.release_held_tokens():
             log.info("chat.reservations_released", members=released)
-        login_links = LoginLinks(self.db, timedelta(seconds=cfg.sso.link_ttl_seconds))
+        login_links = LoginLinks(self.db, cfg.sso.link_ttl)
         login_settings = LoginSettings(
             public_url=cfg.web.public_url,
-            link_ttl_minutes=cfg.sso.link_ttl_seconds // 60,
+            link_ttl_minutes=cfg.sso.link_ttl // timedelta(minutes=1),
             providers={p.id: p.display_name for p in cfg.sso.providers},
         )
         self.sender = sender = Sender(client)
@@ -285,8 +284,8 @@ class BotApp:
         )  # fmt: skip
         announcements = Announcements(
             self.db,
-            ZoneInfo(cfg.scheduler.timezone),
-            timedelta(seconds=cfg.scheduler.missed_run_grace_seconds),
+            cfg.scheduler.timezone,
+            cfg.scheduler.missed_run_grace,
         )
         moderation = Moderation(self.db, room_actions, users, me, admin_room_id=admin_room_id)
         services = Services(
@@ -310,7 +309,7 @@ class BotApp:
         )
         welcomer = Welcomer(
             welcome, sender, room_name=room_actions.room_name, links=login_links, outbox=outbox,
-            login=login_settings, batch_window_s=cfg.welcome.batch_window_seconds,
+            login=login_settings, batch_window_s=cfg.welcome.batch_window.total_seconds(),
             dm_unlinked=cfg.welcome.dm_unlinked, prefix=cfg.matrix.command_prefix,
         )  # fmt: skip
         self.welcomer = welcomer
@@ -357,11 +356,10 @@ class BotApp:
                 client, ledger, relay, dispatcher.take_up,
                 since=started - RESUME_WINDOW, before=started,
             )  # fmt: skip
-            reminder = cfg.welcome.reminder_after_seconds
             schedule_jobs(
                 jobs, announcements=announcements, moderation=moderation, login_links=login_links,
                 welcome=welcome, send_login_link=welcomer.send_login_link,
-                reminder_after=timedelta(seconds=reminder) if reminder else None,
+                reminder_after=cfg.welcome.reminder_after or None,
                 chat=chat, retention_days=cfg.gpt.history_retention_days, ledger=ledger,
                 outbox=outbox, announcement_poll_s=self._job_poll_s,
             )  # fmt: skip

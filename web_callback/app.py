@@ -107,7 +107,7 @@ def create_app(
     redirect_uri = f"{config.web.public_url}/callback"
     providers = {p.id: build_provider(p, redirect_uri, http) for p in config.sso.providers}
     secret = session_secret(config)
-    ttl = timedelta(seconds=config.sso.link_ttl_seconds)
+    ttl = config.sso.link_ttl
     flow = LoginFlow(
         links=LoginLinks(db, ttl),
         identity=IdentityService(db, config.roles.admins),
@@ -117,7 +117,7 @@ def create_app(
         base_path=public.path.rstrip("/"),
         secure_cookies=public.scheme == "https",
         command_prefix=config.matrix.command_prefix,
-        link_ttl_text=f"{config.sso.link_ttl_seconds // 60} minutes",
+        link_ttl_text=f"{ttl // timedelta(minutes=1)} minutes",
         on_linked=on_linked,
     )
     app = web.Application(middlewares=[_middleware(_security_headers())])

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from bot import matrix_ids
 from bot.community.markdown import quoted, shorten
 from bot.community.roles import Role
 
@@ -117,9 +118,9 @@ class UsageError(Exception):
     """The arguments do not fit the command; the message says why."""
 
 
-_MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+_MXID = matrix_ids.USER_ID
 # Room ids lost their :server part in room version 12 (opaque hashes); aliases keep it.
-_ROOM = re.compile(r"^(?:[!#][^:\s]+:[A-Za-z0-9.\-\[\]:]+|![A-Za-z0-9_\-+/=]+)$")
+_ROOM = matrix_ids.ROOM
 _PILL = re.compile(r"^https://matrix\.to/#/(@[^/?\s]+)")
 
 

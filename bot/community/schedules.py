@@ -35,6 +35,8 @@ from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from functools import cached_property
 from typing import Literal
 
+from bot.durations import compact_duration, duration_parts, read_duration
+
 HINT = "use in 2h, at 2026-12-24 18:00, every day 08:30 or every monday 09:00"
 IN_HINT = "use in 2h, in 30m, in 1d or in 1h30m"
 EVERY_HINT = "use every day 08:30, every monday 09:00, every weekday 09:00 or every 2h"
@@ -53,34 +55,9 @@ _WEEKDAYS = {name.lower(): i for i, name in enumerate(WEEKDAY_NAMES)} | {
 _EVERY_DAY = frozenset(range(7))
 _WORKDAYS = frozenset(range(5))
 
-_UNIT_SECONDS = {
-    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
-    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
-    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
-    **dict.fromkeys(("d", "day", "days"), 86400),
-    **dict.fromkeys(("w", "week", "weeks"), 7 * 86400),
-}
-_UNIT_NAMES = (("d", "day", 86400), ("h", "hour", 3600), ("m", "minute", 60), ("s", "second", 1))
-
-# ASCII digits only: int() would accept other scripts' digits and "²" would pass isdigit().
-_NUMBER = re.compile(r"[0-9]{1,9}")
-_LETTERS = re.compile(r"[a-z]+")
 _CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?")
 _DATE = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})")
 _OFFSET = re.compile(r"[+-][0-9]{2}:[0-9]{2}")
-
-
-def _compact_parts(word: str) -> list[tuple[str, str]]:
-    """`1h30m` -> [("1", "h"), ("30", "m")]; [] when the word is not only number-unit pairs."""
-    parts, pos = [], 0
-    while pos < len(word):
-        number = _NUMBER.match(word, pos)
-        unit = _LETTERS.match(word, number.end()) if number else None
-        if unit is None:
-            return []
-        parts.append((number.group(), unit.group()))  # type: ignore[union-attr]
-        pos = unit.end()
-    return parts
 
 
 def _split_offset(word: str) -> tuple[str, str] | None:
@@ -220,7 +197,7 @@ def _parse(
 
 
 def _parse_in(words: list[str], now: datetime | None) -> tuple[_Rule, int]:
-    parsed = _duration(words, 1)
+    parsed = read_duration(words, 1)
     if parsed is None:
         raise ScheduleError(f"I don't understand '{_quote(words)}': {IN_HINT}")
     seconds, used = parsed
@@ -238,7 +215,7 @@ def _parse_every(words: list[str], now: datetime | None, tz: tzinfo | None) -> t
         days = {"day": _EVERY_DAY, "weekday": _WORKDAYS}.get(what) or frozenset({_WEEKDAYS[what]})
         i = 3 if len(words) > 2 and words[2].lower() == "at" else 2
         return _Weekly(days, _clock_at(words, i)), i + 1
-    parsed = _duration(words, 1)
+    parsed = read_duration(words, 1)
     if parsed is None:
         raise ScheduleError(f"I don't understand '{_quote(words)}': {EVERY_HINT}")
     seconds, used = parsed
@@ -307,25 +284,6 @@ def _next_time_of_day(clock: time, now: datetime, tz: tzinfo | None) -> datetime
             if run > now:
                 return run
     raise AssertionError(f"no {clock} within two days of {now}")
-
-
-def _duration(words: list[str], i: int) -> tuple[int, int] | None:
-    """Seconds and words used for a duration at words[i:]: `1h30m`, `1h 30m` or `2 hours`."""
-    total, j = 0, i
-    while j < len(words):
-        word = words[j].lower()
-        parts = _compact_parts(word)
-        if parts and all(unit in _UNIT_SECONDS for _, unit in parts):
-            total += sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-            j += 1
-        elif (
-            _NUMBER.fullmatch(word) and j + 1 < len(words) and words[j + 1].lower() in _UNIT_SECONDS
-        ):
-            total += int(word) * _UNIT_SECONDS[words[j + 1].lower()]
-            j += 2
-        else:
-            break
-    return (total, j - i) if j > i else None
 
 
 def _clock_at(words: list[str], i: int) -> time:
@@ -438,7 +396,7 @@ def _schedule(rule: _Rule, tz: tzinfo) -> Schedule:
         text = f"at {_moment_text(_as_written(_resolve(rule.at, tz), tz))}"
     elif isinstance(rule, _Interval):
         start = _moment_text(_as_written(_resolve(rule.start, tz), tz))
-        text = f"every {_compact_duration(rule.every)} from {start}"
+        text = f"every {compact_duration(rule.every)} from {start}"
     else:
         if rule.days == _EVERY_DAY:
             days = "day"
@@ -472,22 +430,8 @@ def _human_moment(instant: datetime, tz: tzinfo) -> str:
     return f"{weekday} {local.day} {month} {local.year} {_clock_text(local.time())}"
 
 
-def _split_duration(every: timedelta) -> list[tuple[int, str, str]]:
-    left = int(every.total_seconds())
-    parts = []
-    for short, name, seconds in _UNIT_NAMES:
-        count, left = divmod(left, seconds)
-        if count:
-            parts.append((count, short, name))
-    return parts
-
-
-def _compact_duration(every: timedelta) -> str:
-    return "".join(f"{count}{short}" for count, short, _ in _split_duration(every))
-
-
 def _human_duration(every: timedelta) -> str:
-    parts = _split_duration(every)
+    parts = duration_parts(every)
     if len(parts) == 1 and parts[0][0] == 1:
         return parts[0][2]  # "every hour", not "every 1 hour"
     return " ".join(f"{count} {name}{'s' if count != 1 else ''}" for count, _, name in parts)

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.commands.executor import CommandExecutor, Message
 from bot.keyed_lock import KeyedLock
 from bot.matrix import router
-from bot.matrix.chat_relay import ChatRelay
+from bot.matrix.chat_relay import NOTICE_TIMEOUT_S, ChatRelay
 from bot.matrix.command_runner import CommandRunner
 from bot.matrix.direct import DirectMessenger
 from bot.matrix.event_guard import EventGuard
@@ -172,12 +172,16 @@ class Dispatcher:
         except SQLAlchemyError:
             log.warning("matrix.finish_not_recorded", event_id=message.event_id)
 
-    async def drain(self, timeout: float) -> None:
-        """Let handlers that are running finish (on shutdown), up to `timeout` seconds."""
+    async def drain(self, timeout: float, tidy_s: float = NOTICE_TIMEOUT_S + 1) -> None:
+        """Let handlers that are running finish (on shutdown), up to `timeout` seconds; those cut
+        off then get `tidy_s` to leave a notice in place of a half answer, before the client and
+        the database close."""
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=timeout)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=tidy_s)
 
     async def _run_chat(self, text: str, message: Message) -> None:
         assert self._relay is not None
