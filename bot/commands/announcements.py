@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from bot.commands.context import CommandContext
 from bot.commands.moderation import report_rooms
 from bot.commands.registry import Arg, Args, Kind, Registry, UsageError, parse_room
@@ -13,26 +11,31 @@ from bot.community.markdown import code_span, escape_markdown
 from bot.community.moderation import RoomActionError
 from bot.community.permissions import Party
 from bot.community.roles import Role
-from bot.community.schedules import ScheduleError, parse_schedule, parse_when
+from bot.community.schedules import ScheduleError, parse_schedule, parse_when, when_length
 from bot.store.models import utcnow
 
-registry = Registry()
-
-_WORD = re.compile(r"\S+")
-
-
-def _after_words(text: str, count: int) -> str:
-    """`text` from after its first `count` words, as typed (line breaks kept)."""
-    pos = 0
-    for _ in range(count):
-        word = _WORD.search(text, pos)
-        if word is None:
-            return ""
-        pos = word.end()
-    return text[pos:].strip()
+registry = Registry(uses=("announcements", "moderation"))
 
 
 WHEN_FORMS = "`in 2h`, `at 2026-12-24 18:00`, `every day 08:30`, `every monday 09:00`"
+
+
+def _target(word: str) -> str:
+    """A room id or alias, or `all` (every community room)."""
+    return EVERY_ROOM if word.lower() == EVERY_ROOM else parse_room(word)
+
+
+def _when(words: list[str]) -> tuple[list[str], int]:
+    """The words of a `<when>`: as many as the schedule grammar reads."""
+    try:
+        used = when_length(words)
+    except ScheduleError as problem:
+        raise UsageError(str(problem).rstrip(".")) from None
+    return words[:used], used
+
+
+WHERE = Arg("room", convert=_target, metavar="#room|!id|all",
+            missing="Say where and what after the time")  # fmt: skip
 
 
 async def _rooms(ctx: CommandContext, target: str) -> list[str]:
@@ -42,21 +45,17 @@ async def _rooms(ctx: CommandContext, target: str) -> list[str]:
     return [await moderation.community_room(target, Party(ctx.sender, ctx.role))]
 
 
-def _target(word: str) -> str:
-    return EVERY_ROOM if word.lower() == EVERY_ROOM else parse_room(word)
-
-
 @registry.command(
     "announce",
     help="Post a message now, in one room or in every community room I am in.",
     role=Role.MODERATOR,
-    args=[Arg("room", metavar="#room|!id|all"), Arg("message", Kind.TEXT)],
+    args=[Arg("room", convert=_target, metavar="#room|!id|all"), Arg("message", Kind.TEXT)],
     area="community",
 )
 async def announce(ctx: CommandContext, args: Args) -> Reply:
     try:
-        rooms = await _rooms(ctx, _target(args.room))
-    except (UsageError, RoomActionError) as problem:
+        rooms = await _rooms(ctx, args.room)
+    except RoomActionError as problem:
         return Reply.error(
             f"{str(problem).rstrip('.')}. Usage: `{ctx.prefix}announce <#room|!id|all> <message…>`"
         )
@@ -70,31 +69,27 @@ async def announce(ctx: CommandContext, args: Args) -> Reply:
     "schedule",
     help="Post a message later or regularly: " + WHEN_FORMS + ".",
     role=Role.MODERATOR,
-    args=[Arg("plan", Kind.TEXT, metavar="when> <#room|!id|all> <message")],
+    args=[
+        Arg("when", Kind.RAW, take=_when, metavar="when"),
+        WHERE,
+        Arg("message", Kind.TEXT, missing="Say where and what after the time"),
+    ],
     area="community",
     details=f"Times are in the bot's time zone. Forms: {WHEN_FORMS}, `every weekday 09:00`, `every 2h`.",
 )
 async def schedule(ctx: CommandContext, args: Args) -> Reply:
     usage = f"Usage: `{ctx.prefix}schedule <when> <#room|!id|all> <message…>`"
     announcements = ctx.services.announcements
-    words = args.plan.split()
     try:
-        plan, used = parse_when(words, utcnow(), announcements.tz)
-    except ScheduleError as problem:
-        return Reply.error(f"{str(problem).rstrip('.')}. {usage}")
-    if len(words) < used + 2:
-        return Reply.error(f"Say where and what after the time. {usage}")
-    try:
-        target = _target(words[used])
+        plan, _ = parse_when(args.when, utcnow(), announcements.tz)
+        target = args.room
         if target != EVERY_ROOM:
             target = await ctx.services.moderation.community_room(
                 target, Party(ctx.sender, ctx.role)
             )
-    except (UsageError, RoomActionError) as problem:
+    except (ScheduleError, RoomActionError) as problem:
         return Reply.error(f"{str(problem).rstrip('.')}. {usage}")
-    # The message as typed (line breaks kept): everything after the room word.
-    message = _after_words(args.plan, used + 1)
-    planned = await announcements.plan(ctx.sender, target, message, plan, room_id=ctx.room_id)
+    planned = await announcements.plan(ctx.sender, target, args.message, plan, room_id=ctx.room_id)
     where = (
         "every community room"
         if target == EVERY_ROOM

@@ -9,7 +9,7 @@ from bot.commands.reply import Reply
 from bot.community.markdown import code_span, escape_markdown
 from bot.community.roles import Role
 
-registry = Registry()
+registry = Registry(uses=("chat",))
 
 
 @registry.command(

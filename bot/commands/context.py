@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from bot.community.roles import Role
 
 if TYPE_CHECKING:
-    from bot.commands.registry import Registry
     from bot.commands.services import Services
 
 
@@ -25,8 +24,7 @@ class CommandContext:
     prefix: str
     origin_server_ts: int  # ms since the epoch, from the homeserver
     received_at: float  # time.time() when the bot received the event
-    registry: Registry
-    services: Services
+    services: Services  # a view of the services the command declared (ServiceView)
 
     def latency_ms(self) -> float:
         """From the homeserver stamping the event until now."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.commands.context import CommandContext
 from bot.commands.registry import Registry, UsageError, parse_arguments
 from bot.commands.reply import Reply
-from bot.commands.services import Services
+from bot.commands.services import Services, ServiceView
 from bot.community.markdown import code_span, shorten
 from bot.offload import off_loop
 
@@ -82,7 +82,7 @@ class CommandExecutor:
         try:
             args = await off_loop(lambda: parse_arguments(command, argtext), len(argtext))
         except UsageError as problem:
-            return Reply.error(f"{problem}. Usage: `{command.usage(p)}`")
+            return Reply.error(f"{str(problem).rstrip('.')}. Usage: `{command.usage(p)}`")
         ctx = CommandContext(
             sender=message.sender,
             room_id=message.room_id,
@@ -94,8 +94,9 @@ class CommandExecutor:
             prefix=p,
             origin_server_ts=message.origin_server_ts,
             received_at=received_at,
-            registry=self.registry,
-            services=self._services,
+            services=ServiceView(  # type: ignore[arg-type]
+                replace(self._services, commands=self.registry), command.uses, command.name
+            ),
         )
         await users.touch(message.sender)
         return await command.handler(ctx, args)

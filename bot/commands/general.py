@@ -7,7 +7,7 @@ from bot.commands.registry import Arg, Args, Command, Registry
 from bot.commands.reply import Reply
 from bot.community.markdown import code_span
 
-registry = Registry()
+registry = Registry(uses=("commands",))
 
 
 def command_list(commands: list[Command], prefix: str, areas: list[str]) -> str:
@@ -47,16 +47,18 @@ def command_details(command: Command, prefix: str) -> str:
 )
 async def help_command(ctx: CommandContext, args: Args) -> Reply:
     p = ctx.prefix
+    catalog = ctx.services.commands
+    assert catalog is not None
     if args.command:
         name = args.command.removeprefix(p)
-        command = ctx.registry.resolve(name)
+        command = catalog.resolve(name)
         if command is None or command.role > ctx.role:
             return Reply.error(
                 f"There is no command {code_span(p + name)}. Send `{p}help` for the list."
             )
         return Reply(command_details(command, p))
-    visible = ctx.registry.visible_to(ctx.role)
-    body = command_list(visible, p, ctx.registry.areas())
+    visible = catalog.visible_to(ctx.role)
+    body = command_list(visible, p, catalog.areas())
     return Reply(f"{body}\n\nSend `{p}help <command>` for details.")
 
 

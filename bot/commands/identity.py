@@ -9,7 +9,7 @@ from bot.commands.services import LoginSettings
 from bot.community.identity import Binding
 from bot.community.markdown import escape_markdown
 
-registry = Registry()
+registry = Registry(uses=("identity", "login_links"))
 
 
 def login_link_message(settings: LoginSettings, token: str) -> str:

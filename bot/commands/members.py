@@ -10,7 +10,7 @@ from bot.community.markdown import code_span, escape_markdown
 from bot.community.permissions import Party, Refused
 from bot.community.roles import Role
 
-registry = Registry()
+registry = Registry(uses=("audit", "members", "moderation", "chat", "identity"))
 PER_PAGE = 20
 
 

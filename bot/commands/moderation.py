@@ -10,7 +10,7 @@ from bot.community.moderation import RoomActionError, RoomOutcome
 from bot.community.permissions import Party, Refused
 from bot.community.roles import Role
 
-registry = Registry()
+registry = Registry(uses=("moderation",))
 
 WHERE = [
     Flag("room", Kind.ROOM, help="another room, by alias or id"),

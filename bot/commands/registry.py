@@ -20,12 +20,17 @@ if TYPE_CHECKING:
 
 
 class Kind(Enum):
-    WORD = "word"  # one token
+    WORD = "word"  # one token (`convert` may turn it into something else)
     TEXT = "text"  # the rest of the line, as typed
     INT = "int"
     USER = "user"  # an MXID, or a mention pill to one
     ROOM = "room"  # a room id or alias
     CHOICE = "choice"
+    RAW = "raw"  # a stretch of words that `take` reads and says how many it used
+
+
+# Reads an argument from the words left; returns its value and how many words it took.
+Taker = Callable[[list[str]], tuple[Any, int]]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class Arg:
     help: str = ""
     choices: tuple[str, ...] = ()
     metavar: str | None = None
+    convert: Callable[[str], Any] | None = None  # a WORD's own parser (raises UsageError)
+    take: Taker | None = None  # for RAW (raises UsageError)
+    missing: str | None = None  # what to say when a required argument is absent
 
     def usage(self) -> str:
         if self.kind is Kind.CHOICE:
@@ -90,6 +98,8 @@ class Command:
     admin_room_only: bool | None = None
     # Deactivated users may still run these (help, whoami).
     allowed_when_inactive: bool = False
+    # The services (bot/commands/services.py) the handler may use; it sees no others.
+    uses: frozenset[str] = frozenset()
 
     @property
     def confined_to_admin_room(self) -> bool:
@@ -141,6 +151,7 @@ def parse_room(token: str) -> str:
 
 
 def _convert(kind: Kind, name: str, token: str, choices: tuple[str, ...]) -> Any:
+    """A flag's value, or a positional argument without its own `convert`."""
     if kind is Kind.INT:
         try:
             return int(token)
@@ -253,28 +264,42 @@ def parse_arguments(command: Command, text: str) -> Args:
             positional.append(tok)
         i += 1
 
-    for index, arg in enumerate(command.args):
+    cursor = 0  # the next positional token to bind
+    for arg in command.args:
+        rest = positional[cursor:]
         if arg.kind is Kind.TEXT:
-            rest = positional[index:]
             value = _raw_text(text, rest[0].start, cut) if rest else ""
             if not value and arg.required:
-                raise UsageError(f"missing {arg.name}")
+                raise UsageError(arg.missing or f"missing {arg.name}")
             args[arg.name] = value or None
             return args
-        if index < len(positional):
-            args[arg.name] = _convert(arg.kind, arg.name, positional[index].text, arg.choices)
+        if arg.kind is Kind.RAW:
+            assert arg.take is not None, f"{arg.name}: a RAW argument needs `take`"
+            args[arg.name], used = arg.take([t.text for t in rest])
+            cursor += used
+        elif rest:
+            token = rest[0].text
+            args[arg.name] = (
+                arg.convert(token)
+                if arg.convert
+                else _convert(arg.kind, arg.name, token, arg.choices)
+            )
+            cursor += 1
         elif arg.required:
-            raise UsageError(f"missing {arg.name}")
+            raise UsageError(arg.missing or f"missing {arg.name}")
         else:
             args[arg.name] = None
-    if len(positional) > len(command.args):
-        extra = " ".join(t.text for t in positional[len(command.args) :])
+    if cursor < len(positional):
+        extra = " ".join(t.text for t in positional[cursor:])
         raise UsageError(f"unexpected {quoted(extra)}")
     return args
 
 
 @dataclass
 class Registry:
+    """One command area's commands; `uses` names the services its handlers may use."""
+
+    uses: Iterable[str] = ()
     commands: dict[str, Command] = field(default_factory=dict)
     _lookup: dict[str, Command] = field(default_factory=dict)
 
@@ -299,6 +324,7 @@ class Registry:
         details: str = "",
         admin_room_only: bool | None = None,
         allowed_when_inactive: bool = False,
+        uses: Iterable[str] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.add(
@@ -314,6 +340,7 @@ class Registry:
                     details=details,
                     admin_room_only=admin_room_only,
                     allowed_when_inactive=allowed_when_inactive,
+                    uses=frozenset([*self.uses, *uses]),
                 )
             )
             return handler

@@ -1,8 +1,11 @@
-"""The domain services command handlers may call; bot/app.py fills it in."""
+"""The domain services command handlers may call; bot/app.py fills it in. Each handler sees only
+those its command declares (`uses`), through a ServiceView."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.community.announcements import Announcements
 from bot.community.audit import AuditLog
@@ -11,8 +14,20 @@ from bot.community.identity import IdentityService
 from bot.community.login_links import LoginLinks
 from bot.community.members import MemberAdmin
 from bot.community.moderation import Moderation
+from bot.community.roles import Role
 from bot.community.users import UserService
 from bot.community.welcome import WelcomeService
+
+if TYPE_CHECKING:
+    from bot.commands.registry import Command
+
+
+class CommandCatalog(Protocol):
+    """What `!help` needs to know about the commands (the registry provides it)."""
+
+    def resolve(self, name: str) -> Command | None: ...
+    def visible_to(self, role: Role) -> list[Command]: ...
+    def areas(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -43,3 +58,21 @@ class Services:
     welcome: WelcomeService
     announcements: Announcements
     bot_user_id: str
+    commands: CommandCatalog | None = None  # the executor fills in its registry
+
+
+class ServiceView:
+    """The services one command may use, and no others: a handler reaching for an undeclared
+    service fails at once (in its tests), so what each command depends on stays visible."""
+
+    def __init__(self, services: Services, allowed: Iterable[str], command: str) -> None:
+        self._services = services
+        self._allowed = frozenset(allowed) | {"bot_user_id", "login"}
+        self._command = command
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self._allowed:
+            raise AttributeError(
+                f"!{self._command} does not declare that it uses {name!r} (registry `uses`)"
+            )
+        return getattr(self._services, name)

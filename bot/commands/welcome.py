@@ -9,7 +9,7 @@ from bot.community.markdown import code_span
 from bot.community.roles import Role
 from bot.community.welcome import Joiner, render_greeting, template_problem
 
-registry = Registry()
+registry = Registry(uses=("moderation", "welcome"))
 PLACEHOLDERS = ("{name}", "{mention}", "{room}", "{login_hint}")
 
 

@@ -155,6 +155,12 @@ def parse_when(words: list[str], now: datetime, tz: tzinfo) -> tuple[Schedule, i
     return _schedule(rule, tz), used
 
 
+def when_length(words: list[str]) -> int:
+    """How many of `words` the `<when>` at their start takes (the grammar alone: whether the time
+    has passed is for parse_when to say, in the right time zone). Raises ScheduleError."""
+    return _parse(words, datetime.now(UTC), UTC, reject_past=False)[1]
+
+
 def parse_schedule(text: str, now: datetime, tz: tzinfo) -> Schedule:
     """Re-read a stored `Schedule.text` after a restart. Unlike `parse_when`, a one-off in the past
     is kept (its `next_after` is None) so the caller can decide with `missed_run`."""

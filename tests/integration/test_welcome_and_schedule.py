@@ -76,6 +76,13 @@ async def test_newcomers_are_welcomed_once_in_batches_with_safe_names(synapse, t
 
                 # A display-name change and a rejoin are not new arrivals.
                 await ann.client.set_displayname("Ann the Second")
+                # Synapse spreads a name change to the rooms in the background: let it land
+                # before leaving, or it may join her again (the room is public).
+                await o.wait_for_event(
+                    room,
+                    lambda e: e["type"] == "m.room.member"
+                    and e["content"].get("displayname") == "Ann the Second",
+                )
                 await ann.leave(room)
                 await o.invite(room, ann.user_id)
                 await ann.join(room)
