@@ -1,5 +1,11 @@
-"""The composition root: the only module that knows every part. Builds the store, the domain, the
-Matrix client and its loops, runs them in one event loop and shuts them down cleanly."""
+"""The composition root: the only module that knows every part. It runs in three phases:
+
+1. **resolve** (network): log in, and turn the configured room aliases into room ids;
+2. **wire** (pure, no I/O): build the store's services, the domain, the commands and the Matrix
+   parts from the config, the database and the client — testable on its own;
+3. **serve**: run the sync loop, the outbox courier and the jobs in one event loop, until stopped;
+   everything started registers how it stops on one AsyncExitStack, so shutdown runs in reverse
+   order whatever failed."""
 
 from __future__ import annotations
 
@@ -7,11 +13,20 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import Sequence
-from datetime import timedelta
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from nio import ProfileGetDisplayNameResponse, RoomResolveAliasResponse
+from nio import AsyncClient, ProfileGetDisplayNameResponse, RoomResolveAliasResponse
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_incrementing,
+)
 
 from bot.commands.catalog import all_commands
 from bot.commands.executor import CommandExecutor
@@ -24,7 +39,6 @@ from bot.community.login_links import LoginLinks
 from bot.community.members import MemberAdmin
 from bot.community.moderation import Moderation
 from bot.community.outbox import Outbox
-from bot.community.roles import Role
 from bot.community.tokens import warm_up
 from bot.community.users import UserService
 from bot.community.welcome import WelcomeService
@@ -68,35 +82,175 @@ def build_chat(
     cfg: Config, db: Database, *, identity: IdentityService, users: UserService
 ) -> ChatService:
     gpt = cfg.gpt
-    default = gpt.daily_token_quota
-    settings = ChatSettings(
-        enabled=gpt.enabled,
-        model=gpt.model,
-        system_prompt=gpt.system_prompt,
-        require_sso=gpt.require_sso,
-        history_token_budget=gpt.history_token_budget,
-        summarize=gpt.summarize,
-        daily_quota={
-            Role.USER: default,
-            Role.MODERATOR: default
-            if gpt.moderator_daily_token_quota is None
-            else gpt.moderator_daily_token_quota,
-            Role.ADMIN: default
-            if gpt.admin_daily_token_quota is None
-            else gpt.admin_daily_token_quota,
-        },
-        command_prefix=cfg.matrix.command_prefix,
-        max_tokens=gpt.max_tokens,
-    )
     model = OpenAICompatibleModel(
-        base_url=gpt.base_url,
-        api_key=_secret(gpt.api_key),
-        temperature=gpt.temperature,
-        timeout=gpt.timeout,
-        max_retries=gpt.max_retries,
-        stream=gpt.stream,
-    )
+        base_url=gpt.base_url, api_key=_secret(gpt.api_key), temperature=gpt.temperature,
+        timeout=gpt.timeout, max_retries=gpt.max_retries, stream=gpt.stream,
+    )  # fmt: skip
+    settings = ChatSettings.from_config(gpt, command_prefix=cfg.matrix.command_prefix)
     return ChatService(db, settings, model, identity=identity, users=users)
+
+
+# -- phase 1: resolve (network) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rooms:
+    """The configured rooms as room ids."""
+
+    admin_room_id: str | None
+    community_rooms: list[str]
+    welcome_rooms: list[str]
+
+
+async def log_in_patiently(client: AsyncClient, cfg: Config) -> None:
+    """Log in, waiting out a homeserver that is not reachable yet (growing pauses up to 60 s)."""
+    m = cfg.matrix
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((*CONNECT_ERRORS, ConnectionError)),
+        wait=wait_exponential(multiplier=2, max=60),
+        before_sleep=lambda state: log.warning(
+            "matrix.unreachable", homeserver=m.homeserver,
+            error=str(state.outcome.exception()) if state.outcome else "",
+            retry_in_s=state.upcoming_sleep,
+        ),
+    ):  # fmt: skip
+        with attempt:
+            await log_in(
+                client, data_dir=cfg.data.dir, password=_secret(m.password),
+                access_token=_secret(m.access_token), device_name=m.device_name,
+            )  # fmt: skip
+
+
+async def _resolve_admin_room(client: AsyncClient, room: str | None) -> str | None:
+    if room is None or room.startswith("!"):
+        return room
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(CONNECT_ERRORS), stop=stop_after_attempt(5),
+            wait=wait_incrementing(start=2, increment=2), reraise=True,
+            before_sleep=lambda state: log.warning(
+                "matrix.admin_room_unresolved", room=room, attempt=state.attempt_number,
+                error=str(state.outcome.exception()) if state.outcome else "",
+            ),
+        ):  # fmt: skip
+            with attempt:
+                response = await client.room_resolve_alias(room)
+    except CONNECT_ERRORS:
+        raise OperatorError(
+            f"matrix.admin_room {room} could not be resolved: the homeserver is not answering"
+        ) from None
+    if not isinstance(response, RoomResolveAliasResponse):
+        raise OperatorError(f"matrix.admin_room {room} does not resolve: {response.message}")
+    return response.room_id
+
+
+async def _resolve_all(client: AsyncClient, rooms: Sequence[str], what: str) -> list[str]:
+    """Room ids for configured ids or aliases; an alias that does not resolve is logged."""
+    resolved = []
+    for room in rooms:
+        if room.startswith("!"):
+            resolved.append(room)
+            continue
+        try:
+            response = await client.room_resolve_alias(room)
+        except CONNECT_ERRORS as problem:
+            log.warning("config.room_unresolved", setting=what, room=room, error=str(problem))
+            continue
+        if isinstance(response, RoomResolveAliasResponse):
+            resolved.append(response.room_id)
+        else:
+            log.warning("config.room_unknown", setting=what, room=room, error=response.message)
+    return resolved
+
+
+async def resolve_rooms(client: AsyncClient, cfg: Config) -> Rooms:
+    return Rooms(
+        admin_room_id=await _resolve_admin_room(client, cfg.matrix.admin_room),
+        community_rooms=await _resolve_all(
+            client, cfg.matrix.community_rooms, "matrix.community_rooms"
+        ),
+        welcome_rooms=await _resolve_all(client, cfg.welcome.rooms, "welcome.rooms"),
+    )
+
+
+# -- phase 2: wire (pure) ---------------------------------------------------------------------------
+
+
+@dataclass
+class Parts:
+    """Everything the bot runs, wired together."""
+
+    chat: ChatService
+    sender: Sender
+    outbox: Outbox
+    login_links: LoginLinks
+    welcome: WelcomeService
+    announcements: Announcements
+    moderation: Moderation
+    welcomer: Welcomer
+    ledger: EventLedger
+    relay: ChatRelay
+    dispatcher: Dispatcher
+    courier: OutboxCourier
+    sync: SyncLoop
+
+
+def wire(
+    cfg: Config, db: Database, client: AsyncClient, rooms: Rooms, *, long_poll_ms: int | None
+) -> Parts:
+    """Build every part from the config; no I/O happens here."""
+    me = client.user_id
+    users = UserService(db, cfg.roles.admins)
+    identity = IdentityService(db, cfg.roles.admins)
+    chat = build_chat(cfg, db, identity=identity, users=users)
+    login_links = LoginLinks(db, cfg.sso.link_ttl)
+    login = LoginSettings(
+        public_url=cfg.web.public_url,
+        link_ttl_minutes=cfg.sso.link_ttl // timedelta(minutes=1),
+        providers={p.id: p.display_name for p in cfg.sso.providers},
+    )
+    sender = Sender(client)
+    direct = DirectMessenger(client, DirectRooms(db), encryption=cfg.matrix.encryption)
+    outbox = Outbox(db)
+    kinds = RoomKinds(client, community_rooms=rooms.community_rooms,
+                      admin_room_id=rooms.admin_room_id)  # fmt: skip
+    room_actions = MatrixRoomActions(client, sender, direct, kinds)
+    welcome = WelcomeService(db, identity, rooms=rooms.welcome_rooms, template=cfg.welcome.message)
+    announcements = Announcements(db, cfg.scheduler.timezone, cfg.scheduler.missed_run_grace)
+    moderation = Moderation(db, room_actions, users, me, admin_room_id=rooms.admin_room_id)
+    services = Services(
+        users=users, audit=AuditLog(db), identity=identity, chat=chat, login_links=login_links,
+        login=login, members=MemberAdmin(db, cfg.roles.admins, me), moderation=moderation,
+        welcome=welcome, announcements=announcements, bot_user_id=me,
+    )  # fmt: skip
+    executor = CommandExecutor(all_commands(), services, prefix=cfg.matrix.command_prefix,
+                               admin_room_id=rooms.admin_room_id)  # fmt: skip
+    welcomer = Welcomer(
+        welcome, sender, room_name=room_actions.room_name, links=login_links, outbox=outbox,
+        login=login, batch_window_s=cfg.welcome.batch_window.total_seconds(),
+        dm_unlinked=cfg.welcome.dm_unlinked, prefix=cfg.matrix.command_prefix,
+    )  # fmt: skip
+    ledger = EventLedger(db, me)
+    relay = ChatRelay(chat, sender, stream=cfg.gpt.stream)
+    dispatcher = Dispatcher(
+        client, ledger=ledger, executor=executor, sender=sender, direct=direct,
+        invites=InvitePolicy(cfg.matrix.autojoin_from, cfg.roles.admins),
+        prefix=cfg.matrix.command_prefix, relay=relay, welcomer=welcomer,
+    )  # fmt: skip
+    courier = OutboxCourier(outbox, sender, direct, compose_login_link=welcomer.compose_login_link)
+    dispatcher.member_joined = courier.recipient_joined
+    sync = SyncLoop(
+        client, ledger, dispatcher, encryption=cfg.matrix.encryption, trust=cfg.matrix.trust,
+        **({"long_poll_ms": long_poll_ms} if long_poll_ms else {}),
+    )  # fmt: skip
+    return Parts(
+        chat=chat, sender=sender, outbox=outbox, login_links=login_links, welcome=welcome,
+        announcements=announcements, moderation=moderation, welcomer=welcomer, ledger=ledger,
+        relay=relay, dispatcher=dispatcher, courier=courier, sync=sync,
+    )  # fmt: skip
+
+
+# -- phase 3: serve -------------------------------------------------------------------------------
 
 
 class BotApp:
@@ -110,18 +264,21 @@ class BotApp:
     ) -> None:
         self.config = config
         self._job_poll_s = job_poll_s
-        self.jobs: Jobs | None = None
         self._shutdown_grace_s = shutdown_grace_s
+        self._long_poll_ms = long_poll_ms
         make_private(config.data.dir)
         self.db = Database(config.database.url)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._long_poll_ms = long_poll_ms
-        self.sender: Sender | None = None
-        self.courier: OutboxCourier | None = None
-        self.welcomer: Welcomer | None = None
-        self.ledger: EventLedger | None = None
+        self.parts: Parts | None = None
+        self.jobs: Jobs | None = None
         self._warming: asyncio.Task[None] | None = None
+
+    # What tests and benchmarks look at, once wired.
+    sender = property(lambda self: self.parts.sender if self.parts else None)
+    courier = property(lambda self: self.parts.courier if self.parts else None)
+    welcomer = property(lambda self: self.parts.welcomer if self.parts else None)
+    ledger = property(lambda self: self.parts.ledger if self.parts else None)
 
     def stop(self) -> None:
         self._stop.set()
@@ -132,87 +289,91 @@ class BotApp:
     async def run(self) -> None:
         cfg = self.config
         try:
-            before, after = await upgrade_to_head(self.db)
-            if before != after:
-                log.info(
-                    "store.migrated",
-                    from_revision=before,
-                    to_revision=after,
-                    backend=self.db.backend,
-                )
-            # Claims only matter while an event can still come back in a sync; keep a month.
-            await EventLedger(self.db, cfg.matrix.user_id).forget_before(
-                utcnow() - HANDLED_EVENTS_KEPT
-            )
-            # The web app serves even while the homeserver is unreachable.
-            web = create_app(cfg, self.db, on_linked=self._outbox_waiting)
-            runner = await serve(web, cfg.web.listen_host, cfg.web.listen_port)
-            client = build_client(
-                cfg.matrix.homeserver,
-                cfg.matrix.user_id,
-                cfg.data.dir,
-                encryption=cfg.matrix.encryption,
-            )
-            try:
-                await self._run_with_client(client)
-            finally:
-                await client.close()
-                await runner.cleanup()
+            async with AsyncExitStack() as stack:
+                stack.push_async_callback(self.db.close)
+                await self._prepare_store()
+                # The web app serves even while the homeserver is unreachable.
+                web = create_app(cfg, self.db, on_linked=self._outbox_waiting)
+                runner = await serve(web, cfg.web.listen_host, cfg.web.listen_port)
+                stack.push_async_callback(runner.cleanup)
+                client = build_client(cfg.matrix.homeserver, cfg.matrix.user_id, cfg.data.dir,
+                                      encryption=cfg.matrix.encryption)  # fmt: skip
+                stack.push_async_callback(client.close)
+                started = utcnow()  # claims from before this moment belong to a previous run
+                if not await self._until_stopped(
+                    asyncio.create_task(log_in_patiently(client, cfg))
+                ):
+                    return
+                rooms = await resolve_rooms(client, cfg)
+                self.parts = wire(cfg, self.db, client, rooms, long_poll_ms=self._long_poll_ms)
+                await self._serve(client, self.parts, stack, started)
         finally:
-            await self.db.close()
             log.info("bot.stopped")
 
+    async def _prepare_store(self) -> None:
+        before, after = await upgrade_to_head(self.db)
+        if before != after:
+            log.info("store.migrated", from_revision=before, to_revision=after,
+                     backend=self.db.backend)  # fmt: skip
+        # Claims only matter while an event can still come back in a sync; keep a month.
+        await EventLedger(self.db, self.config.matrix.user_id).forget_before(
+            utcnow() - HANDLED_EVENTS_KEPT
+        )
+
     def _outbox_waiting(self) -> None:
-        if self.courier is not None:
-            self.courier.wake()
+        if self.parts is not None:
+            self.parts.courier.wake()
 
-    async def _log_in(self, client: Any) -> None:
-        m = self.config.matrix
-        failures = 0
-        while True:
-            try:
-                await log_in(
-                    client,
-                    data_dir=self.config.data.dir,
-                    password=_secret(m.password),
-                    access_token=_secret(m.access_token),
-                    device_name=m.device_name,
-                )
-                return
-            except (*CONNECT_ERRORS, ConnectionError) as problem:
-                failures += 1
-                wait = min(60, 2**failures)
-                log.warning(
-                    "matrix.unreachable",
-                    homeserver=m.homeserver,
-                    error=str(problem),
-                    retry_in_s=wait,
-                )
-                await asyncio.sleep(wait)
+    async def _serve(
+        self, client: AsyncClient, parts: Parts, stack: AsyncExitStack, started: datetime
+    ) -> None:
+        cfg = self.config
+        warm_up(cfg.gpt.model)  # the tokenizer loads in the background, off the event loop
+        if released := await parts.chat.release_held_tokens():
+            log.info("chat.reservations_released", members=released)
+        await self._learn_display_name(client, parts.dispatcher)
+        # Shutdown, in reverse: handlers finish (or leave notices), greetings go out, the
+        # background tasks stop, the jobs stop.
+        stack.push_async_callback(parts.dispatcher.drain, self._shutdown_grace_s)
+        stack.push_async_callback(parts.welcomer.flush)
+        tasks: list[asyncio.Task[None]] = []
+        stack.push_async_callback(_cancel_all, tasks)
+        self.jobs = jobs = Jobs()
+        stack.callback(jobs.stop)
+        tasks.append(asyncio.create_task(parts.sync.run(), name="sync"))
+        if not await self._until_stopped(asyncio.create_task(parts.sync.ready.wait()), tasks):
+            return
+        if cfg.matrix.encryption:  # the device's keys went up with the first sync
+            await self._cross_sign(client)
+        tasks.append(asyncio.create_task(parts.courier.run(), name="outbox"))
+        self.ready.set()
+        log.info("bot.ready", user_id=client.user_id, device_id=client.device_id)
+        self._warming = asyncio.create_task(self._warm_up(parts.chat), name="warm-up")
+        # Work a previous run claimed but was stopped before finishing.
+        await resume_unfinished(
+            client, parts.ledger, parts.relay, parts.dispatcher.take_up,
+            since=started - RESUME_WINDOW, before=started,
+        )  # fmt: skip
+        schedule_jobs(
+            jobs, announcements=parts.announcements, moderation=parts.moderation,
+            login_links=parts.login_links, welcome=parts.welcome,
+            send_login_link=parts.welcomer.send_login_link,
+            reminder_after=cfg.welcome.reminder_after or None, chat=parts.chat,
+            retention_days=cfg.gpt.history_retention_days, ledger=parts.ledger,
+            outbox=parts.outbox, announcement_poll_s=self._job_poll_s,
+        )  # fmt: skip
+        jobs.start()
+        await self._until_stopped(None, tasks)
 
-    async def _resolve_admin_room(self, client: Any) -> str | None:
-        room = self.config.matrix.admin_room
-        if room is None or room.startswith("!"):
-            return room
-        for attempt in range(5):
-            try:
-                response = await client.room_resolve_alias(room)
-                break
-            except CONNECT_ERRORS as problem:
-                log.warning(
-                    "matrix.admin_room_unresolved",
-                    room=room,
-                    error=str(problem),
-                    attempt=attempt + 1,
-                )
-                await asyncio.sleep(2 * (attempt + 1))
-        else:
-            raise OperatorError(
-                f"matrix.admin_room {room} could not be resolved: the homeserver is not answering"
-            )
-        if not isinstance(response, RoomResolveAliasResponse):
-            raise OperatorError(f"matrix.admin_room {room} does not resolve: {response.message}")
-        return response.room_id
+    @staticmethod
+    async def _learn_display_name(client: AsyncClient, dispatcher: Dispatcher) -> None:
+        try:
+            profile = await client.get_displayname(client.user_id)
+        except CONNECT_ERRORS as problem:  # mentions by name wait for a restart; the rest works
+            log.warning("matrix.displayname_unavailable", error=str(problem))
+            return
+        if isinstance(profile, ProfileGetDisplayNameResponse):
+            dispatcher.display_name = profile.displayname
 
     async def _cross_sign(self, client: Any) -> None:
         """Cross-sign the bot's device; trouble here is logged, the bot works on regardless."""
@@ -227,153 +388,6 @@ class BotApp:
             log.error("crypto.cross_signing_failed", error=str(problem))
         except Exception:  # e.g. a damaged key file: say so, keep serving with an unsigned device
             log.exception("crypto.cross_signing_failed")
-
-    async def _resolve_rooms(self, client: Any, rooms: Sequence[str], what: str) -> list[str]:
-        """Room ids for configured ids or aliases; an alias that does not resolve is logged."""
-        resolved = []
-        for room in rooms:
-            if room.startswith("!"):
-                resolved.append(room)
-                continue
-            try:
-                response = await client.room_resolve_alias(room)
-            except CONNECT_ERRORS as problem:
-                log.warning("config.room_unresolved", setting=what, room=room, error=str(problem))
-                continue
-            if isinstance(response, RoomResolveAliasResponse):
-                resolved.append(response.room_id)
-            else:
-                log.warning("config.room_unknown", setting=what, room=room, error=response.message)
-        return resolved
-
-    async def _run_with_client(self, client: Any) -> None:
-        cfg = self.config
-        started = utcnow()  # claims from before this moment belong to a previous run
-        login = asyncio.create_task(self._log_in(client))
-        if not await self._until_stopped(login):
-            return
-        me = client.user_id
-        users = UserService(self.db, cfg.roles.admins)
-        identity = IdentityService(self.db, cfg.roles.admins)
-        chat = build_chat(cfg, self.db, identity=identity, users=users)
-        warm_up(cfg.gpt.model)  # the tokenizer loads in the background, off the event loop
-        if released := await chat.release_held_tokens():
-            log.info("chat.reservations_released", members=released)
-        login_links = LoginLinks(self.db, cfg.sso.link_ttl)
-        login_settings = LoginSettings(
-            public_url=cfg.web.public_url,
-            link_ttl_minutes=cfg.sso.link_ttl // timedelta(minutes=1),
-            providers={p.id: p.display_name for p in cfg.sso.providers},
-        )
-        self.sender = sender = Sender(client)
-        direct = DirectMessenger(client, DirectRooms(self.db), encryption=cfg.matrix.encryption)
-        outbox = Outbox(self.db)
-        admin_room_id = await self._resolve_admin_room(client)
-        kinds = RoomKinds(
-            client,
-            community_rooms=await self._resolve_rooms(
-                client, cfg.matrix.community_rooms, "matrix.community_rooms"
-            ),
-            admin_room_id=admin_room_id,
-        )
-        room_actions = MatrixRoomActions(client, sender, direct, kinds)
-        welcome = WelcomeService(
-            self.db, identity,
-            rooms=await self._resolve_rooms(client, cfg.welcome.rooms, "welcome.rooms"),
-            template=cfg.welcome.message,
-        )  # fmt: skip
-        announcements = Announcements(
-            self.db,
-            cfg.scheduler.timezone,
-            cfg.scheduler.missed_run_grace,
-        )
-        moderation = Moderation(self.db, room_actions, users, me, admin_room_id=admin_room_id)
-        services = Services(
-            users=users,
-            audit=AuditLog(self.db),
-            identity=identity,
-            chat=chat,
-            login_links=login_links,
-            login=login_settings,
-            members=MemberAdmin(self.db, cfg.roles.admins, me),
-            moderation=moderation,
-            welcome=welcome,
-            announcements=announcements,
-            bot_user_id=me,
-        )
-        executor = CommandExecutor(
-            all_commands(),
-            services,
-            prefix=cfg.matrix.command_prefix,
-            admin_room_id=admin_room_id,
-        )
-        welcomer = Welcomer(
-            welcome, sender, room_name=room_actions.room_name, links=login_links, outbox=outbox,
-            login=login_settings, batch_window_s=cfg.welcome.batch_window.total_seconds(),
-            dm_unlinked=cfg.welcome.dm_unlinked, prefix=cfg.matrix.command_prefix,
-        )  # fmt: skip
-        self.welcomer = welcomer
-        self.ledger = ledger = EventLedger(self.db, me)
-        dispatcher = Dispatcher(
-            client,
-            ledger=ledger,
-            executor=executor,
-            sender=sender,
-            direct=direct,
-            invites=InvitePolicy(cfg.matrix.autojoin_from, cfg.roles.admins),
-            prefix=cfg.matrix.command_prefix,
-            relay=(relay := ChatRelay(chat, sender, stream=cfg.gpt.stream)),
-            welcomer=welcomer,
-        )
-        try:
-            profile = await client.get_displayname(me)
-        except CONNECT_ERRORS as problem:  # mentions by name wait for a restart; the rest works
-            log.warning("matrix.displayname_unavailable", error=str(problem))
-        else:
-            if isinstance(profile, ProfileGetDisplayNameResponse):
-                dispatcher.display_name = profile.displayname
-        sync = SyncLoop(
-            client, ledger, dispatcher, encryption=cfg.matrix.encryption, trust=cfg.matrix.trust,
-            **({"long_poll_ms": self._long_poll_ms} if self._long_poll_ms else {}),
-        )  # fmt: skip
-        self.courier = courier = OutboxCourier(
-            outbox, sender, direct, compose_login_link=welcomer.compose_login_link
-        )
-        dispatcher.member_joined = courier.recipient_joined
-        tasks = [asyncio.create_task(sync.run(), name="sync")]
-        jobs = self.jobs = Jobs()
-        try:
-            if not await self._until_stopped(asyncio.create_task(sync.ready.wait()), tasks):
-                return
-            if cfg.matrix.encryption:  # the device's keys went up with the first sync
-                await self._cross_sign(client)
-            tasks.append(asyncio.create_task(self.courier.run(), name="outbox"))
-            self.ready.set()
-            log.info("bot.ready", user_id=me, device_id=client.device_id)
-            self._warming = asyncio.create_task(self._warm_up(chat), name="warm-up")
-            # Work a previous run claimed but was stopped before finishing.
-            await resume_unfinished(
-                client, ledger, relay, dispatcher.take_up,
-                since=started - RESUME_WINDOW, before=started,
-            )  # fmt: skip
-            schedule_jobs(
-                jobs, announcements=announcements, moderation=moderation, login_links=login_links,
-                welcome=welcome, send_login_link=welcomer.send_login_link,
-                reminder_after=cfg.welcome.reminder_after or None,
-                chat=chat, retention_days=cfg.gpt.history_retention_days, ledger=ledger,
-                outbox=outbox, announcement_poll_s=self._job_poll_s,
-            )  # fmt: skip
-            jobs.start()
-            await self._until_stopped(None, tasks)
-        finally:
-            jobs.stop()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await welcomer.flush()
-            await dispatcher.drain(self._shutdown_grace_s)
 
     @staticmethod
     async def _warm_up(chat: ChatService) -> None:
@@ -410,3 +424,11 @@ class BotApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await awaited
         return False
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
@@ -17,6 +17,7 @@ from bot.community.identity import IdentityService
 from bot.community.roles import Role
 from bot.community.tokens import MESSAGE_OVERHEAD, count_tokens, message_tokens
 from bot.community.users import UserService
+from bot.config import GptSettings
 from bot.keyed_lock import KeyedLock
 from bot.store.chat import ChatStore, NewMessage, StoredMessage
 from bot.store.chat_usage import DayUsage, Held, UsageStore
@@ -89,6 +90,19 @@ class ChatSettings:
     daily_quota: dict[Role, int]  # 0 means no limit
     command_prefix: str = "!"
     max_tokens: int = 1024  # the longest answer asked for (less when the quota leaves less)
+
+    @classmethod
+    def from_config(cls, gpt: GptSettings, *, command_prefix: str) -> ChatSettings:
+        """From `[gpt]`: the keys of the same name as they are; the per-role quotas default to
+        `daily_token_quota`."""
+        same = {f.name: getattr(gpt, f.name) for f in fields(cls) if hasattr(gpt, f.name)}
+        quota = {
+            Role.USER: gpt.daily_token_quota,
+            Role.MODERATOR: gpt.moderator_daily_token_quota,
+            Role.ADMIN: gpt.admin_daily_token_quota,
+        }
+        daily = {r: q if q is not None else gpt.daily_token_quota for r, q in quota.items()}
+        return cls(**same, daily_quota=daily, command_prefix=command_prefix)
 
 
 @dataclass(frozen=True)
