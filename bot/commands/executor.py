@@ -36,6 +36,7 @@ class Message:
     is_direct: bool
     origin_server_ts: int
     thread_root: str | None = None
+    resumed: bool = False  # taken up again (after a restart, or decrypted late)
 
 
 class CommandExecutor:
@@ -58,7 +59,8 @@ class CommandExecutor:
             return Reply.error(f"Send `{self._prefix}help` to see what I can do.")
         name, argtext = split
         users = self._services.users
-        role = await users.role_of(message.sender)
+        caller = await users.caller(message.sender)
+        role = caller.role
         command = self.registry.resolve(name)
         p = self._prefix
         if command is None or command.role > role:
@@ -68,7 +70,7 @@ class CommandExecutor:
             return Reply.error(
                 f"I don't know the command {code_span(p + name)}.{hint} Send `{p}help` for the list."
             )
-        if not command.allowed_when_inactive and not await users.is_active(message.sender):
+        if not command.allowed_when_inactive and not caller.active:
             return Reply.error(
                 "Your account is deactivated, so you can only use "
                 f"`{p}help` and `{p}whoami`. Ask a moderator if you think this is a mistake."

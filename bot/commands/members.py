@@ -37,28 +37,48 @@ def _when(moment) -> str:  # type: ignore[no-untyped-def]
     help="List or search members (Matrix ID, SSO username or email).",
     role=Role.MODERATOR,
     args=[Arg("query", required=False, help="part of a Matrix ID, username or email")],
-    flags=[Flag("page", Kind.INT, help="which page of results")],
+    flags=[
+        Flag("page", Kind.INT, help="which page of results"),
+        Flag("after", Kind.USER, help="the page after this member (what Next: shows)"),
+    ],
     area="members",
 )
 async def users(ctx: CommandContext, args: Args) -> Reply:
     if not _private(ctx):
         return Reply.error(PRIVATE_ONLY)
+    usage = f"Usage: `{ctx.prefix}users [query] [--page N | --after @user]`"
+    if args.page is not None and args.after is not None:
+        return Reply.error(f"Give --page or --after, not both. {usage}")
     page = 1 if args.page is None else args.page
     if page < 1:
-        return Reply.error(f"--page starts at 1. Usage: `{ctx.prefix}users [query] [--page N]`")
-    rows, total = await ctx.services.members.search(args.query, page, PER_PAGE)
-    if not total:
+        return Reply.error(f"--page starts at 1. {usage}")
+    found = await ctx.services.members.search(args.query, page, PER_PAGE, after=args.after)
+    if not found.total:
         return Reply("No member matches." if args.query else "No members yet.")
-    pages = (total + PER_PAGE - 1) // PER_PAGE
-    lines = [f"**{total} member{'s' if total != 1 else ''}**, page {page} of {pages}:", ""]
-    for r in rows:
+    if found.more:
+        header = f"**more than {found.total:,} members**"
+    else:
+        header = f"**{found.total:,} member{'s' if found.total != 1 else ''}**"
+    pages = None if found.more else (found.total + PER_PAGE - 1) // PER_PAGE
+    of_pages = f" of {pages:,}" if pages else ""
+    if not found.rows:
+        where = f"after {escape_markdown(args.after)}" if args.after else f"page {page:,}{of_pages}"
+        return Reply(f"{header}, none {where}.")
+    if found.offset is None:
+        where = f"after {escape_markdown(args.after)}"
+    elif found.offset % PER_PAGE == 0:
+        where = f"page {found.offset // PER_PAGE + 1:,}{of_pages}"
+    else:
+        where = f"numbers {found.offset + 1:,} to {found.offset + len(found.rows):,}"
+    lines = [f"{header}, {where}:", ""]
+    for r in found.rows:
         sso = escape_markdown(r.username) if r.username else "not linked"
         email = f", {escape_markdown(r.email)}" if r.email else ""
         state = "" if r.active else ", **deactivated**"
         lines.append(f"- {escape_markdown(r.mxid)} — {sso}{email}, {r.role.label}{state}")
-    if page < pages:
+    if found.next_after:
         query = f" {args.query}" if args.query else ""
-        lines += ["", f"Next: `{ctx.prefix}users{query} --page {page + 1}`"]
+        lines += ["", f"Next: {code_span(f'{ctx.prefix}users{query} --after {found.next_after}')}"]
     return Reply("\n".join(lines))
 
 

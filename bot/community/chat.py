@@ -16,7 +16,7 @@ from bot.community.context_window import rows_to_read, select_recent
 from bot.community.identity import IdentityService
 from bot.community.roles import Role
 from bot.community.tokens import MESSAGE_OVERHEAD, count_tokens, message_tokens
-from bot.community.users import UserService
+from bot.community.users import Caller, UserService
 from bot.config import GptSettings
 from bot.keyed_lock import KeyedLock
 from bot.store.chat import ChatStore, NewMessage, StoredMessage
@@ -134,7 +134,7 @@ class Hold:
 @dataclass(frozen=True)
 class PreparedTurn:
     turn: ChatTurn
-    conversation_id: int
+    conversation_id: int | None  # None: the turn starts the conversation (made when stored)
     model: str
     messages: list[PromptMessage]
     oldest_in_window: int | None  # id of the oldest stored message the prompt includes
@@ -237,13 +237,15 @@ class ChatService:
     def _today(self) -> date:
         return self._clock().date()
 
-    async def _quota(self, mxid: str, role: Role) -> int:
-        override = await self._usage.quota_override(mxid)
-        return override if override is not None else self.settings.daily_quota.get(role, 0)
+    def _quota(self, caller: Caller) -> int:
+        if caller.quota_override is not None:
+            return caller.quota_override
+        return self.settings.daily_quota.get(caller.role, 0)
 
     async def usage_today(self, mxid: str, role: Role) -> Usage:
         today = await self._usage.today(mxid, self._today())
-        return Usage(today.used, await self._quota(mxid, role))
+        override = await self._usage.quota_override(mxid)
+        return Usage(today.used, self._quota(Caller(role, True, override)))
 
     async def warm_up(self) -> None:
         await self._model.warm_up(self.settings.model)
@@ -252,11 +254,12 @@ class ChatService:
         """At start-up: tokens held by requests a crash cut off go back to their members."""
         return await self._usage.release_all()
 
-    async def _hold(self, sender: str, prompt: list[PromptMessage], model: str) -> Hold:
+    async def _hold(
+        self, sender: str, caller: Caller, prompt: list[PromptMessage], model: str
+    ) -> Hold:
         """Reserve the prompt and the longest answer the quota allows, before asking: parallel
         questions cannot together spend more than the quota. Raises ChatRefused."""
-        role = await self._users.role_of(sender)
-        quota = await self._quota(sender, role)
+        quota = self._quota(caller)
         needed = sum(message_tokens(m.content, model) for m in prompt)
         result = await self._usage.hold(
             sender, self._today(), needed,
@@ -311,25 +314,25 @@ class ChatService:
 
     # -- a turn -------------------------------------------------------------------------------
 
-    async def check_access(self, sender: str, room_id: str) -> RoomChatSettings:
+    async def check_access(self, sender: str, room_id: str) -> tuple[RoomChatSettings, Caller]:
+        """May `sender` chat in this room? Raises ChatRefused. (The quota is checked when the
+        turn's tokens are held.)"""
         room = await self.room_settings(room_id)
         if not room.enabled:
             raise ChatRefused("The assistant is switched off in this room.")
-        if not await self._users.is_active(sender):
+        caller = await self._users.caller(sender)
+        if not caller.active:
             raise ChatRefused("Your account is deactivated, so you cannot use the assistant.")
         p = self.settings.command_prefix
         if self.settings.require_sso and not await self._identity.bindings_of(sender):
             raise ChatRefused(
                 f"To chat with the assistant, link your community account first: send `{p}login`."
             )
-        usage = await self.usage_today(sender, await self._users.role_of(sender))
-        if usage.exhausted:
-            raise ChatRefused(self.quota_message(usage))
-        return room
+        return room, caller
 
     async def prepare(self, turn: ChatTurn) -> PreparedTurn:
         """Check access, build the prompt and hold its tokens. Raises ChatRefused."""
-        room = await self.check_access(turn.sender, turn.room_id)
+        room, caller = await self.check_access(turn.sender, turn.room_id)
         model = room.model
         system = [PromptMessage("system", room.prompt)]
         current = PromptMessage("user", _speaker(turn.text, turn.sender_name))
@@ -337,7 +340,7 @@ class ChatService:
             turn.room_id, turn.thread_root, turn.sender,
             recent=rows_to_read(self.settings.history_token_budget, MESSAGE_OVERHEAD),
         )  # fmt: skip
-        if conversation.summary:
+        if conversation is not None and conversation.summary:
             summary = f"Summary of the earlier conversation: {conversation.summary}"
             system.append(PromptMessage("system", summary))
         fixed = sum(message_tokens(m.content, model) for m in [*system, current])
@@ -351,9 +354,9 @@ class ChatService:
         ]
         messages = [*system, *history, current]
         return PreparedTurn(
-            turn, conversation.id, model, messages,
+            turn, conversation.id if conversation else None, model, messages,
             oldest_in_window=window[0].id if window else None,
-            hold=await self._hold(turn.sender, messages, model),
+            hold=await self._hold(turn.sender, caller, messages, model),
         )  # fmt: skip
 
     async def generate(self, prepared: PreparedTurn, on_text: TextCallback | None) -> Completion:
@@ -399,7 +402,7 @@ class ChatService:
         if not delivered:
             return prompt_tokens + completion_tokens
         await self._store.add_turn(
-            prepared.conversation_id,
+            (turn.room_id, turn.thread_root, turn.sender, prepared.conversation_id),
             NewMessage(
                 "user", turn.text, message_tokens(_speaker(turn.text, turn.sender_name), model),
                 author=turn.sender, author_name=turn.sender_name, event_id=turn.event_id,
@@ -414,7 +417,11 @@ class ChatService:
     async def fold_into_summary(self, prepared: PreparedTurn) -> bool:
         """With `summarize`, fold the turns that no longer fit the window into the stored summary
         (one extra request). True when a summary was written."""
-        if not self.settings.summarize or prepared.oldest_in_window is None:
+        if (
+            not self.settings.summarize
+            or prepared.oldest_in_window is None
+            or prepared.conversation_id is None
+        ):
             return False
         earlier, dropped = await self._store.left_the_window(
             prepared.conversation_id, prepared.oldest_in_window

@@ -7,7 +7,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    union,
+    update,
+)
 
 from bot.community.audit import add_entry
 from bot.community.permissions import Party, Refused, check_role_change, check_target
@@ -28,6 +42,7 @@ from bot.store.models import (
     Welcomed,
     utcnow,
 )
+from bot.store.types import CleanText, clean_text
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,70 @@ class Stats:
     gpt_tokens_today: int
 
 
+# Counted exactly up to this many matches; beyond, the answer says "more than" (the count stops
+# there wherever the plan can stop early: short queries and the whole list).
+COUNT_LIMIT = 10_000
+# A trigram index (PostgreSQL, revision 0007_member_search) serves queries this long or longer.
+TRIGRAM = 3
+MAX_OFFSET = 2**31  # --page beyond this shows nothing (SQLite's OFFSET is a 64-bit integer)
+
+
+@dataclass(frozen=True)
+class MemberPage:
+    rows: list[MemberRow]
+    total: int  # members matched: exact, or COUNT_LIMIT when `more`
+    more: bool  # more than COUNT_LIMIT matched
+    offset: int | None  # matches before rows[0]; None when unknown (--after past COUNT_LIMIT)
+    next_after: str | None  # the MXID the next page starts after, when there is a next page
+
+
+def _like(column: ColumnElement[str | None], pattern: ColumnElement[str]) -> ColumnElement[bool]:
+    """lower(column) LIKE lower(pattern): the form the trigram indexes are built on. Both sides
+    are lowered by the database, so its idea of lower case (SQLite's: ASCII only) is applied
+    alike to what is searched and what is stored."""
+    return func.lower(column).like(func.lower(pattern), escape="\\")
+
+
+def _matching(query: str, *, after: str | None = None) -> Select[tuple[str]] | CompoundSelect:
+    """A query of one column, `mxid`: the members matching `query` (all if empty), after `after`.
+
+    Every member with an SSO binding has a `users` row (linking makes one, forgetting keeps it),
+    so matches are MXIDs found in `users` or in `identities`."""
+
+    def later(column: ColumnElement[str]) -> list[ColumnElement[bool]]:
+        return [] if after is None else [column > after]
+
+    if not query:
+        return select(User.mxid).where(*later(User.mxid))
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = bindparam("pattern", f"%{escaped}%", type_=CleanText())
+    by_binding = or_(_like(Identity.username, pattern), _like(Identity.email, pattern))
+    if len(query) >= TRIGRAM:
+        # One predicate per branch, so that each can use its trigram index (bitmap scans,
+        # OR-ed within identities); the union removes duplicates.
+        return union(
+            select(User.mxid).where(_like(User.mxid, pattern), *later(User.mxid)),
+            select(Identity.mxid).where(by_binding, *later(Identity.mxid)),
+        )
+    # Too short for a trigram: one pass over the members in MXID order, which stops as soon as
+    # the page (or the count's limit) is full when matches are many.
+    return select(User.mxid).where(
+        or_(_like(User.mxid, pattern), User.mxid.in_(select(Identity.mxid).where(by_binding))),
+        *later(User.mxid),
+    )
+
+
+def _shown_binding(bindings: list[Identity], query: str) -> Identity | None:
+    """The binding to show for a member: one that matches the query, else the oldest."""
+    needle = query.casefold()
+    for identity in bindings:
+        if needle and any(
+            needle in (v or "").casefold() for v in (identity.username, identity.email)
+        ):
+            return identity
+    return bindings[0] if bindings else None
+
+
 class MemberAdmin:
     def __init__(self, db: Database, bootstrap_admins: Iterable[str], bot_user_id: str) -> None:
         self._db = db
@@ -72,30 +151,57 @@ class MemberAdmin:
         return Role.parse(user.role) if user else Role.USER
 
     async def search(
-        self, query: str | None, page: int, per_page: int = 20
-    ) -> tuple[list[MemberRow], int]:
-        """Members whose MXID, SSO username or email contains `query`; page is 1-based."""
+        self, query: str | None, page: int = 1, per_page: int = 20, *, after: str | None = None
+    ) -> MemberPage:
+        """Members whose MXID, SSO username or email contains `query` (case-insensitive; `%` and
+        `_` are literal), in MXID order: page `page` (1-based), or with `after` the page after
+        that MXID (keyset paging: as cheap on the hundredth page as on the first)."""
+        query = clean_text(query or "")
         async with self._db.transaction() as session:
-            stmt = select(User, Identity).outerjoin(Identity, Identity.mxid == User.mxid)
-            if query:
-                like = f"%{query.lower()}%"
-                stmt = stmt.where(
-                    or_(
-                        func.lower(User.mxid).like(like),
-                        func.lower(Identity.username).like(like),
-                        func.lower(Identity.email).like(like),
-                    )
-                )
-            total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
-            rows = await session.execute(
-                stmt.order_by(User.mxid).offset((page - 1) * per_page).limit(per_page)
+            # The count, and how many matches lie up to `after`: one pass, stopping at the limit.
+            counted = _matching(query).limit(COUNT_LIMIT + 1).subquery()
+            up_to_after = (
+                literal(0) if after is None
+                else func.coalesce(func.sum(case((counted.c.mxid <= after, 1), else_=0)), 0)
+            )  # fmt: skip
+            found, before = (
+                await session.execute(select(func.count(), up_to_after).select_from(counted))
+            ).one()
+            more = found > COUNT_LIMIT
+            if after is not None:
+                offset = None if more else before  # beyond the limit, where it lies is unknown
+                stmt = _matching(query, after=after).order_by(literal_column("mxid"))
+            else:
+                offset = (page - 1) * per_page
+                stmt = _matching(query).order_by(literal_column("mxid")).offset(offset)
+            past_the_end = offset is not None and (
+                offset > MAX_OFFSET or (offset >= found and not more)
             )
-            members = [
-                MemberRow(u.mxid, self._role(u, u.mxid), u.active, i.username if i else None,
-                          i.email if i else None, u.created_at, u.last_seen_at)
-                for u, i in rows
-            ]  # fmt: skip
-            return members, total or 0
+            mxids: list[str] = []
+            if found and not past_the_end:
+                mxids = list(await session.scalars(stmt.limit(per_page + 1)))
+            rows = await self._rows(session, mxids[:per_page], query)
+        next_after = rows[-1].mxid if len(mxids) > per_page else None
+        return MemberPage(rows, min(found, COUNT_LIMIT), more, offset, next_after)
+
+    async def _rows(self, session, mxids: list[str], query: str) -> list[MemberRow]:  # type: ignore[no-untyped-def]
+        if not mxids:
+            return []
+        users = {u.mxid: u for u in await session.scalars(select(User).where(User.mxid.in_(mxids)))}
+        bindings: dict[str, list[Identity]] = {}
+        for identity in await session.scalars(
+            select(Identity).where(Identity.mxid.in_(mxids)).order_by(Identity.id)
+        ):
+            bindings.setdefault(identity.mxid, []).append(identity)
+        rows = []
+        for mxid in mxids:
+            user, identity = users.get(mxid), _shown_binding(bindings.get(mxid, []), query)
+            rows.append(MemberRow(
+                mxid, self._role(user, mxid), user.active if user else True,
+                identity.username if identity else None, identity.email if identity else None,
+                user.created_at if user else None, user.last_seen_at if user else None,
+            ))  # fmt: skip
+        return rows
 
     async def details(self, mxid: str) -> MemberRow:
         async with self._db.transaction() as session:

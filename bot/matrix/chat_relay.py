@@ -1,6 +1,7 @@
-"""Relaying a chat turn to Matrix: typing, a short placeholder edited as the answer streams in
-(at an interval rising from 0.5 s to 3 s, so the homeserver is not flooded), and a final edit
-with the whole answer rendered; an answer too long for one event continues in further messages.
+"""Relaying a chat turn to Matrix: typing, then the answer. One ready within about a second is sent
+as one message; a slower one gets a short placeholder edited as the answer streams in (at an
+interval rising from 0.5 s to 3 s, so the homeserver is not flooded), and a final edit with the
+whole answer rendered; an answer too long for one event continues in further messages.
 A failed turn leaves an error message, never half an answer; so does one cut off by a restart,
 whose placeholder is taken up again (edited) rather than left behind."""
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -32,6 +33,7 @@ from bot.store.events import EventLedger
 log = structlog.get_logger(__name__)
 
 PLACEHOLDER = "…"
+PLACEHOLDER_AFTER_S = 1.0  # an answer ready sooner needs no placeholder and no edits
 FIRST_EDIT_INTERVAL_S = 0.5
 MAX_EDIT_INTERVAL_S = 3.0
 INTERVAL_GROWTH = 1.5
@@ -107,11 +109,38 @@ class EditPacer:
         await self._task
 
 
+class _Progress:
+    """The answer so far, passed on to the pacer once there is one."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.pacer: EditPacer | None = None
+
+    def update(self, text: str) -> None:
+        self.text = text
+        if self.pacer is not None:
+            self.pacer.update(text)
+
+    def show_in(self, pacer: EditPacer) -> None:
+        self.pacer = pacer
+        if self.text:
+            pacer.update(self.text)
+
+
 class ChatRelay:
-    def __init__(self, chat: ChatService, sender: Sender, *, stream: bool) -> None:
+    def __init__(
+        self,
+        chat: ChatService,
+        sender: Sender,
+        *,
+        stream: bool,
+        placeholder_after_s: float = PLACEHOLDER_AFTER_S,
+    ) -> None:
         self.chat = self._chat = chat
         self._sender = sender
         self._stream = stream
+        self._placeholder_after_s = placeholder_after_s
+        self._background: set[asyncio.Task[None]] = set()
 
     def _content(self, text: str, turn: ChatTurn, *, reply_to: str | None) -> dict[str, Any]:
         return message_content(text, reply_to=reply_to, thread_root=turn.thread_root)
@@ -132,10 +161,12 @@ class ChatRelay:
         async def remember(placeholder: str) -> None:
             await ledger.set_reply(message.event_id, placeholder)
 
+        # Only a message taken up again after a restart can have a placeholder already.
+        placeholder = await ledger.reply_of(message.event_id) if message.resumed else None
         try:
             await self.answer(
                 turn, reply_to=None if message.is_direct else message.event_id,
-                placeholder=await ledger.reply_of(message.event_id), on_placeholder=remember,
+                placeholder=placeholder, on_placeholder=remember,
             )  # fmt: skip
         except Exception:
             log.exception("chat.failed", sender=message.sender)
@@ -158,13 +189,19 @@ class ChatRelay:
             except ChatRefused as refused:
                 await self._say(turn, placeholder, reply_to, f"⚠️ {refused}")
                 return
-            # The typing notice and the placeholder go out while the model is already asked.
+            # The typing notice goes out while the model is already asked; ending it is not
+            # worth making the member wait for.
             typing = asyncio.create_task(self._sender.typing(turn.room_id, True))
             try:
                 await self._run(prepared, reply_to, placeholder, on_placeholder)
             finally:
                 await typing
-                await self._sender.typing(turn.room_id, False)
+                self._in_background(self._sender.typing(turn.room_id, False))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _placeholder(
         self, turn: ChatTurn, reply_to: str | None, on_placeholder: PlaceholderSink | None
@@ -188,16 +225,26 @@ class ChatRelay:
         pacer: EditPacer | None = None
         completion: Completion | None = None
         sending: asyncio.Future[str] | None = None
+        progress = _Progress()
+        generating = asyncio.ensure_future(
+            self._chat.generate(prepared, progress.update if self._stream else None)
+        )
         try:
             if placeholder is not None:
                 sending = asyncio.get_running_loop().create_future()
                 sending.set_result(placeholder)
             elif self._stream:
-                sending = asyncio.ensure_future(self._placeholder(turn, reply_to, on_placeholder))
+                # A placeholder only if the answer is not ready within a moment.
+                await asyncio.wait({generating}, timeout=self._placeholder_after_s)
+                if not generating.done():
+                    sending = asyncio.ensure_future(
+                        self._placeholder(turn, reply_to, on_placeholder)
+                    )
             if sending is not None and self._stream:
                 pacer = EditPacer(self._sender, turn.room_id, sending)
+                progress.show_in(pacer)
             try:
-                completion = await self._chat.generate(prepared, pacer.update if pacer else None)
+                completion = await generating
             finally:
                 if pacer is not None:
                     await pacer.finish()
@@ -225,6 +272,7 @@ class ChatRelay:
         except asyncio.CancelledError:
             # Shutting down mid-answer: leave a notice, not half an answer (a restart may
             # take the question up again and edit this same message).
+            generating.cancel()
             await self._chat_cut_off(prepared, placeholder or _done(sending), turn, reply_to)
             raise
         tokens = await self._chat.commit(

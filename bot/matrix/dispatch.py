@@ -101,8 +101,7 @@ class Dispatcher:
         await self._on_text(room_id, event, resumed=True)
 
     async def _on_member(self, room_id: str, event: RoomMemberEvent) -> None:
-        """An arrival may be a newcomer to greet, or a member accepting the DM that messages
-        wait for."""
+        """An arrival may be a newcomer to greet, or a member accepting a DM messages wait for."""
         mxid = event.state_key
         if not router.is_arrival(event, self.bot_user_id):
             return
@@ -112,17 +111,18 @@ class Dispatcher:
             name = event.content.get("displayname")
             await self._welcomer.on_join(room_id, mxid, name if isinstance(name, str) else None)
 
-    def _message(self, room_id: str, event: Any) -> Message:
+    def _message(self, room_id: str, event: Any, *, resumed: bool = False) -> Message:
         content = event.source.get("content", {})
         return Message(
             sender=event.sender, room_id=room_id, event_id=event.event_id,
             is_direct=self._direct.is_direct(room_id, event.sender),
             origin_server_ts=event.server_timestamp,
             thread_root=router.thread_root(content) if isinstance(content, dict) else None,
+            resumed=resumed,
         )  # fmt: skip
 
     async def _on_text(self, room_id: str, event: RoomMessageText, *, resumed: bool) -> None:
-        message = self._message(room_id, event)
+        message = self._message(room_id, event, resumed=resumed)
         decided = router.route(
             event.source.get("content", {}), prefix=self._prefix, bot_user_id=self.bot_user_id,
             bot_display_name=self.display_name, is_direct=message.is_direct,

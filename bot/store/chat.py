@@ -134,18 +134,13 @@ class ChatStore:
 
     async def open_conversation(
         self, room_id: str, thread_root: str | None, member: str, recent: int
-    ) -> tuple[OpenConversation, list[StoredMessage]]:
-        """The open conversation here (made when there is none) and its `recent` newest
+    ) -> tuple[OpenConversation | None, list[StoredMessage]]:
+        """The open conversation here (None when there is none yet) and its `recent` newest
         messages, newest first."""
         async with self._db.transaction() as session:
             found = await session.scalar(_open_query(room_id, thread_root, member))
             if found is None:
-                found = Conversation(
-                    room_id=room_id, thread_root=thread_root,
-                    member=member if thread_root is None else None,
-                )  # fmt: skip
-                session.add(found)
-                await session.flush()
+                return None, []
             rows = await session.scalars(
                 select(ChatMessage)
                 .where(ChatMessage.conversation_id == found.id)
@@ -168,9 +163,25 @@ class ChatStore:
             return True
 
     async def add_turn(
-        self, conversation_id: int, question: NewMessage, answer: NewMessage
+        self,
+        where: tuple[str, str | None, str, int | None],
+        question: NewMessage,
+        answer: NewMessage,
     ) -> None:
+        """Store a turn in conversation `where` = (room, thread root, member, id), made now when
+        its id is None (the first turn of a conversation)."""
+        room_id, thread_root, member, conversation_id = where
         async with self._db.transaction() as session:
+            if conversation_id is None:
+                found = await session.scalar(_open_query(room_id, thread_root, member))
+                if found is None:
+                    found = Conversation(
+                        room_id=room_id, thread_root=thread_root,
+                        member=member if thread_root is None else None,
+                    )  # fmt: skip
+                    session.add(found)
+                    await session.flush()
+                conversation_id = found.id
             session.add_all(
                 ChatMessage(
                     conversation_id=conversation_id,

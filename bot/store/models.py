@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -271,3 +272,18 @@ class Announcement(Base):
     created_by: Mapped[str] = mapped_column(CleanString(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+def _trigram_index(name: str, column: Any) -> Index:
+    """A GIN trigram index on lower(column), serving `lower(column) LIKE '%...%'` (member search).
+    PostgreSQL only (pg_trgm, revision 0007_member_search): SQLite has no such index, so neither
+    the revision nor `create_all` makes one there."""
+    return Index(
+        name, func.lower(column).label("lowered"),
+        postgresql_using="gin", postgresql_ops={"lowered": "gin_trgm_ops"},
+    ).ddl_if(dialect="postgresql")  # fmt: skip
+
+
+_trigram_index("ix_users_mxid_trgm", User.mxid)
+_trigram_index("ix_identities_username_trgm", Identity.username)
+_trigram_index("ix_identities_email_trgm", Identity.email)

@@ -17,6 +17,7 @@ from bot.community.chat import (
     answer_allowance,
 )
 from bot.community.roles import Role
+from bot.community.users import Caller
 from bot.store.chat import OpenConversation, RoomOverrides, StoredMessage
 from bot.store.chat_usage import DayUsage, Held
 
@@ -55,11 +56,8 @@ class Members:
     def __init__(self, *, active: bool = True, linked: bool = True) -> None:
         self.active, self.linked = active, linked
 
-    async def is_active(self, mxid: str) -> bool:
-        return self.active
-
-    async def role_of(self, mxid: str) -> Role:
-        return Role.USER
+    async def caller(self, mxid: str) -> Caller:
+        return Caller(Role.USER, self.active, None)
 
     async def bindings_of(self, mxid: str) -> list[str]:
         return ["binding"] if self.linked else []
