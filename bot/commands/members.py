@@ -62,7 +62,9 @@ async def users(ctx: CommandContext, args: Args) -> Reply:
     pages = None if found.more else (found.total + PER_PAGE - 1) // PER_PAGE
     of_pages = f" of {pages:,}" if pages else ""
     if not found.rows:
-        where = f"after {escape_markdown(args.after)}" if args.after else f"page {page:,}{of_pages}"
+        where = (
+            f"after {escape_markdown(args.after)}" if args.after else f"on page {page:,}{of_pages}"
+        )
         return Reply(f"{header}, none {where}.")
     if found.offset is None:
         where = f"after {escape_markdown(args.after)}"

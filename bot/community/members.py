@@ -19,6 +19,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     union,
     update,
 )
@@ -128,6 +129,23 @@ def _matching(query: str, *, after: str | None = None) -> Select[tuple[str]] | C
     )
 
 
+MXID = literal_column("mxid")  # the one column of _matching's queries
+
+
+async def _count(session, query: str, after: str | None) -> tuple[int, bool, int]:  # type: ignore[no-untyped-def]
+    """How many members match (exact up to COUNT_LIMIT: then the count stops, and says more),
+    and how many of those sort up to `after`: one pass."""
+    counted = _matching(query).limit(COUNT_LIMIT + 1).subquery()
+    up_to_after = (
+        literal(0) if after is None
+        else func.coalesce(func.sum(case((counted.c.mxid <= after, 1), else_=0)), 0)
+    )  # fmt: skip
+    found, before = (
+        await session.execute(select(func.count(), up_to_after).select_from(counted))
+    ).one()
+    return min(found, COUNT_LIMIT), found > COUNT_LIMIT, before
+
+
 def _shown_binding(bindings: list[Identity], query: str) -> Identity | None:
     """The binding to show for a member: one that matches the query, else the oldest."""
     needle = query.casefold()
@@ -158,31 +176,31 @@ class MemberAdmin:
         that MXID (keyset paging: as cheap on the hundredth page as on the first)."""
         query = clean_text(query or "")
         async with self._db.transaction() as session:
-            # The count, and how many matches lie up to `after`: one pass, stopping at the limit.
-            counted = _matching(query).limit(COUNT_LIMIT + 1).subquery()
-            up_to_after = (
-                literal(0) if after is None
-                else func.coalesce(func.sum(case((counted.c.mxid <= after, 1), else_=0)), 0)
-            )  # fmt: skip
-            found, before = (
-                await session.execute(select(func.count(), up_to_after).select_from(counted))
-            ).one()
-            more = found > COUNT_LIMIT
-            if after is not None:
-                offset = None if more else before  # beyond the limit, where it lies is unknown
-                stmt = _matching(query, after=after).order_by(literal_column("mxid"))
-            else:
-                offset = (page - 1) * per_page
-                stmt = _matching(query).order_by(literal_column("mxid")).offset(offset)
-            past_the_end = offset is not None and (
-                offset > MAX_OFFSET or (offset >= found and not more)
-            )
+            if query and session.bind.dialect.name == "postgresql":
+                # Planned for this query's own pattern, each time: a generic plan (which
+                # PostgreSQL may switch a prepared statement to) cannot pick its plan by how
+                # many members the pattern matches, and evaluates lower(pattern) row by row.
+                await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
             mxids: list[str] = []
-            if found and not past_the_end:
-                mxids = list(await session.scalars(stmt.limit(per_page + 1)))
+            offset: int | None
+            if after is None:
+                offset = (page - 1) * per_page
+                if offset <= MAX_OFFSET:
+                    stmt = _matching(query).order_by(MXID).offset(offset).limit(per_page + 1)
+                    mxids = list(await session.scalars(stmt))
+                if len(mxids) <= per_page and (mxids or offset == 0):
+                    found, more = offset + len(mxids), False  # the last page: nothing to count
+                else:
+                    found, more, _ = await _count(session, query, None)
+            else:
+                found, more, before = await _count(session, query, after)
+                offset = None if more else before  # beyond the limit, where it lies is unknown
+                if found and (offset is None or offset < found):
+                    stmt = _matching(query, after=after).order_by(MXID).limit(per_page + 1)
+                    mxids = list(await session.scalars(stmt))
             rows = await self._rows(session, mxids[:per_page], query)
         next_after = rows[-1].mxid if len(mxids) > per_page else None
-        return MemberPage(rows, min(found, COUNT_LIMIT), more, offset, next_after)
+        return MemberPage(rows, found, more, offset, next_after)
 
     async def _rows(self, session, mxids: list[str], query: str) -> list[MemberRow]:  # type: ignore[no-untyped-def]
         if not mxids:

@@ -34,9 +34,9 @@ class UserService:
         self._seen: LRUDict[str, float] = LRUDict(10_000)  # mxid -> when last recorded
 
     async def caller(self, mxid: str) -> Caller:
-        async with self._db.transaction() as session:
+        async with self._db.engine.connect() as conn:  # every command asks: no ORM session
             row = (
-                await session.execute(
+                await conn.execute(
                     select(User.role, User.active, User.gpt_daily_quota).where(User.mxid == mxid)
                 )
             ).first()

@@ -44,8 +44,35 @@ class SyncLoop:
         self._trust = trust
         self._long_poll_ms = long_poll_ms
         self.ready = asyncio.Event()  # set after the first successful sync
+        self._unsaved: str | None = None  # the newest token not written yet
+        self._saving: asyncio.Task[None] | None = None
+
+    def _save_soon(self, token: str) -> None:
+        """Write the token in the background: the next sync need not wait for the database.
+        Safe to lose on a crash: a batch fetched again finds its events already claimed."""
+        self._unsaved = token
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.create_task(self._save_unsaved())
+
+    async def _save_unsaved(self) -> None:
+        while self._unsaved is not None:
+            token, self._unsaved = self._unsaved, None
+            try:
+                await self._ledger.save_sync_token(token)
+            except Exception:  # the database is away: the next batch tries again
+                log.exception("matrix.sync_token_not_saved")
+                return
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._saving is not None:
+                await asyncio.shield(self._saving)
+            if self._unsaved is not None:
+                await asyncio.shield(self._ledger.save_sync_token(self._unsaved))
+
+    async def _run(self) -> None:
         token = await self._ledger.sync_token()
         fresh = token is None
         first = True
@@ -90,7 +117,10 @@ class SyncLoop:
             try:
                 await self._dispatcher.handle_sync(response, backlog=fresh)
                 token = response.next_batch
-                await self._ledger.save_sync_token(token)
+                if fresh:  # the backlog is skipped for good only once this is written
+                    await self._ledger.save_sync_token(token)
+                else:
+                    self._save_soon(token)
             except Exception:
                 # A bug or a database hiccup must not end the loop. The token is not saved, so the
                 # batch comes again; events already claimed are not answered twice.

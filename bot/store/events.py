@@ -1,4 +1,5 @@
-"""Where the bot is in the event stream: its sync token and the events it has claimed."""
+"""Where the bot is in the event stream: its sync token and the events it has claimed. These run for
+every message, so they are plain statements on a connection, without the ORM's session."""
 
 from __future__ import annotations
 
@@ -29,45 +30,43 @@ class EventLedger:
         return await self._db.reachable()
 
     async def sync_token(self) -> str | None:
-        async with self._db.transaction() as session:
-            row = await session.get(SyncState, self._account)
-            return row.next_batch if row else None
+        async with self._db.engine.connect() as conn:
+            return await conn.scalar(
+                select(SyncState.next_batch).where(SyncState.account == self._account)
+            )
 
     async def save_sync_token(self, token: str) -> None:
-        async with self._db.transaction() as session:
+        async with self._db.engine.begin() as conn:
             await upsert(
-                session, SyncState, "account",
+                conn, SyncState, "account",
                 account=self._account, next_batch=token, updated_at=utcnow(),
             )  # fmt: skip
 
     async def claim(self, event_id: str, room_id: str) -> bool:
         """True the first time an event id is claimed, False ever after (also across restarts)."""
-        async with self._db.transaction() as session:
+        async with self._db.engine.begin() as conn:
             return await insert_ignore(
-                session, HandledEvent, event_id=event_id, room_id=room_id, handled_at=utcnow()
+                conn, HandledEvent, event_id=event_id, room_id=room_id, handled_at=utcnow()
             )
 
     async def finish(self, event_id: str) -> None:
-        async with self._db.transaction() as session:
-            await session.execute(
-                update(HandledEvent)
-                .where(HandledEvent.event_id == event_id)
-                .values(finished_at=utcnow())
-            )
+        await self._set(event_id, finished_at=utcnow())
 
     async def set_reply(self, event_id: str, reply_event_id: str) -> None:
         """The message answering this event is under way (a placeholder being edited)."""
-        async with self._db.transaction() as session:
-            await session.execute(
-                update(HandledEvent)
-                .where(HandledEvent.event_id == event_id)
-                .values(reply_event_id=reply_event_id)
+        await self._set(event_id, reply_event_id=reply_event_id)
+
+    async def _set(self, event_id: str, **values: object) -> None:
+        async with self._db.engine.begin() as conn:
+            await conn.execute(
+                update(HandledEvent).where(HandledEvent.event_id == event_id).values(**values)
             )
 
     async def reply_of(self, event_id: str) -> str | None:
-        async with self._db.transaction() as session:
-            row = await session.get(HandledEvent, event_id)
-            return row.reply_event_id if row else None
+        async with self._db.engine.connect() as conn:
+            return await conn.scalar(
+                select(HandledEvent.reply_event_id).where(HandledEvent.event_id == event_id)
+            )
 
     async def quarantine(self, event_id: str, room_id: str, attempts: int, error: str) -> None:
         """Record an event that could not be handled; it is skipped from now on."""

@@ -281,6 +281,7 @@ def _trigram_index(name: str, column: Any) -> Index:
     return Index(
         name, func.lower(column).label("lowered"),
         postgresql_using="gin", postgresql_ops={"lowered": "gin_trgm_ops"},
+        postgresql_with={"fastupdate": "off"},
     ).ddl_if(dialect="postgresql")  # fmt: skip
 
 
