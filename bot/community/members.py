@@ -23,6 +23,7 @@ from sqlalchemy import (
     union,
     update,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.community.audit import add_entry
 from bot.community.permissions import Party, Refused, check_role_change, check_target
@@ -76,8 +77,10 @@ class Stats:
     gpt_tokens_today: int
 
 
-# Counted exactly up to this many matches; beyond, the answer says "more than" (the count stops
-# there wherever the plan can stop early: short queries and the whole list).
+# Counted exactly up to this many matches; beyond, the answer says "more than". Where the plan
+# can stop early (the whole list, short queries) the count stops there; for 3+ characters the
+# trigram scans deliver every match anyway, so that count costs what the matches cost (about
+# 8 ms for 2,000 of 100,000 members; ~0.15 s when nearly all match).
 COUNT_LIMIT = 10_000
 # A trigram index (PostgreSQL, revision 0007_member_search) serves queries this long or longer.
 TRIGRAM = 3
@@ -104,7 +107,7 @@ def _matching(query: str, *, after: str | None = None) -> Select[tuple[str]] | C
     """A query of one column, `mxid`: the members matching `query` (all if empty), after `after`.
 
     Every member with an SSO binding has a `users` row (linking makes one, forgetting keeps it),
-    so matches are MXIDs found in `users` or in `identities`."""
+    so both forms below find the same members."""
 
     def later(column: ColumnElement[str]) -> list[ColumnElement[bool]]:
         return [] if after is None else [column > after]
@@ -121,8 +124,9 @@ def _matching(query: str, *, after: str | None = None) -> Select[tuple[str]] | C
             select(User.mxid).where(_like(User.mxid, pattern), *later(User.mxid)),
             select(Identity.mxid).where(by_binding, *later(Identity.mxid)),
         )
-    # Too short for a trigram: one pass over the members in MXID order, which stops as soon as
-    # the page (or the count's limit) is full when matches are many.
+    # Too short for a trigram: one pass over the members in MXID order (bindings looked up in a
+    # hash of the matching ones), which stops as soon as the page or the count's limit is full;
+    # when few match it reads them all (0.1-0.2 s at 100,000 members).
     return select(User.mxid).where(
         or_(_like(User.mxid, pattern), User.mxid.in_(select(Identity.mxid).where(by_binding))),
         *later(User.mxid),
@@ -132,7 +136,7 @@ def _matching(query: str, *, after: str | None = None) -> Select[tuple[str]] | C
 MXID = literal_column("mxid")  # the one column of _matching's queries
 
 
-async def _count(session, query: str, after: str | None) -> tuple[int, bool, int]:  # type: ignore[no-untyped-def]
+async def _count(session: AsyncSession, query: str, after: str | None) -> tuple[int, bool, int]:
     """How many members match (exact up to COUNT_LIMIT: then the count stops, and says more),
     and how many of those sort up to `after`: one pass."""
     counted = _matching(query).limit(COUNT_LIMIT + 1).subquery()
@@ -202,7 +206,7 @@ class MemberAdmin:
         next_after = rows[-1].mxid if len(mxids) > per_page else None
         return MemberPage(rows, found, more, offset, next_after)
 
-    async def _rows(self, session, mxids: list[str], query: str) -> list[MemberRow]:  # type: ignore[no-untyped-def]
+    async def _rows(self, session: AsyncSession, mxids: list[str], query: str) -> list[MemberRow]:
         if not mxids:
             return []
         users = {u.mxid: u for u in await session.scalars(select(User).where(User.mxid.in_(mxids)))}

@@ -17,6 +17,7 @@ from bot.store.events import EventLedger
 log = structlog.get_logger(__name__)
 
 LONG_POLL_MS = 30_000
+TOKEN_SAVED_EVERY_S = 2.0
 MAX_BACKOFF_S = 60.0
 FIRST_SYNC_TIMEOUT_S = 300.0
 # On a fresh start only the state matters; one event per room keeps the first sync small.
@@ -48,8 +49,9 @@ class SyncLoop:
         self._saving: asyncio.Task[None] | None = None
 
     def _save_soon(self, token: str) -> None:
-        """Write the token in the background: the next sync need not wait for the database.
-        Safe to lose on a crash: a batch fetched again finds its events already claimed."""
+        """Write the token in the background, at most every TOKEN_SAVED_EVERY_S: the next sync
+        need not wait for the database. Safe to lose on a crash: a batch fetched again finds its
+        events already claimed (and greetings, edits and redactions are idempotent)."""
         self._unsaved = token
         if self._saving is None or self._saving.done():
             self._saving = asyncio.create_task(self._save_unsaved())
@@ -62,13 +64,14 @@ class SyncLoop:
             except Exception:  # the database is away: the next batch tries again
                 log.exception("matrix.sync_token_not_saved")
                 return
+            await asyncio.sleep(TOKEN_SAVED_EVERY_S)  # later tokens wait and go as one
 
     async def run(self) -> None:
         try:
             await self._run()
-        finally:
+        finally:  # stopping: the newest token is written now
             if self._saving is not None:
-                await asyncio.shield(self._saving)
+                self._saving.cancel()
             if self._unsaved is not None:
                 await asyncio.shield(self._ledger.save_sync_token(self._unsaved))
 
