@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -77,10 +78,10 @@ class Stats:
     gpt_tokens_today: int
 
 
-# Counted exactly up to this many matches; beyond, the answer says "more than". Where the plan
-# can stop early (the whole list, short queries) the count stops there; for 3+ characters the
-# trigram scans deliver every match anyway, so that count costs what the matches cost (about
-# 8 ms for 2,000 of 100,000 members; ~0.15 s when nearly all match).
+# The whole list and queries too short for a trigram are counted exactly up to this many members;
+# beyond, the answer says "more than" (the count stops there). For 3+ characters the trigram
+# scans deliver every match anyway: counted exactly in the same pass as the page, at what the
+# matches cost (about 8 ms for 2,000 of 100,000 members, ~0.2 s when nearly all match).
 COUNT_LIMIT = 10_000
 # A trigram index (PostgreSQL, revision 0007_member_search) serves queries this long or longer.
 TRIGRAM = 3
@@ -150,6 +151,64 @@ async def _count(session: AsyncSession, query: str, after: str | None) -> tuple[
     return min(found, COUNT_LIMIT), found > COUNT_LIMIT, before
 
 
+# What a page query found: (matches, more than COUNT_LIMIT?, matches before the page's first row
+# or None when unknown, up to per_page + 1 MXIDs: one more than shown tells there is a next page).
+Found = tuple[int, bool, int | None, list[str]]
+
+
+async def _indexed_page(
+    session: AsyncSession, query: str, page: int, per_page: int, after: str | None
+) -> Found:
+    """3+ characters: the trigram scans deliver every match anyway, so one pass over them gives
+    the page, the exact count and, with `after`, how many matches come before it."""
+    hits = _matching(query).subquery()
+    before = (
+        literal(0) if after is None
+        else func.sum(case((hits.c.mxid <= after, 1), else_=0)).over()
+    )  # fmt: skip
+    counted = select(
+        hits.c.mxid, func.count().over().label("found"), before.label("before")
+    ).subquery()
+    stmt = select(counted).order_by(counted.c.mxid).limit(per_page + 1)
+    offset = (page - 1) * per_page
+    rows: list[Any] = []
+    if after is not None:
+        # Filtered outside the counting subquery: the window functions see every match.
+        rows = list(await session.execute(stmt.where(counted.c.mxid > after)))
+    elif offset <= MAX_OFFSET:
+        rows = list(await session.execute(stmt.offset(offset)))
+    if not rows and after is None and offset == 0:
+        return 0, False, 0, []
+    if not rows:  # past the end: the count alone
+        found, more, ahead = await _count(session, query, after)
+        return found, more, offset if after is None else None if more else ahead, []
+    first = rows[0]
+    return first.found, False, offset if after is None else first.before, [r.mxid for r in rows]
+
+
+async def _scanned_page(
+    session: AsyncSession, query: str, page: int, per_page: int, after: str | None
+) -> Found:
+    """The whole list, or a query too short for a trigram: scans in MXID order that stop once
+    the page is full, and a count that stops at COUNT_LIMIT, asked only when needed."""
+    mxids: list[str] = []
+    if after is not None:
+        found, more, ahead = await _count(session, query, after)
+        offset = None if more else ahead  # beyond the limit, where it lies is unknown
+        if found and (offset is None or offset < found):
+            stmt = _matching(query, after=after).order_by(MXID).limit(per_page + 1)
+            mxids = list(await session.scalars(stmt))
+        return found, more, offset, mxids
+    offset = (page - 1) * per_page
+    if offset <= MAX_OFFSET:
+        stmt = _matching(query).order_by(MXID).offset(offset).limit(per_page + 1)
+        mxids = list(await session.scalars(stmt))
+    if len(mxids) <= per_page and (mxids or offset == 0):
+        return offset + len(mxids), False, offset, mxids  # the last page: nothing to count
+    found, more, _ = await _count(session, query, None)
+    return found, more, offset, mxids
+
+
 def _shown_binding(bindings: list[Identity], query: str) -> Identity | None:
     """The binding to show for a member: one that matches the query, else the oldest."""
     needle = query.casefold()
@@ -185,23 +244,8 @@ class MemberAdmin:
                 # PostgreSQL may switch a prepared statement to) cannot pick its plan by how
                 # many members the pattern matches, and evaluates lower(pattern) row by row.
                 await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-            mxids: list[str] = []
-            offset: int | None
-            if after is None:
-                offset = (page - 1) * per_page
-                if offset <= MAX_OFFSET:
-                    stmt = _matching(query).order_by(MXID).offset(offset).limit(per_page + 1)
-                    mxids = list(await session.scalars(stmt))
-                if len(mxids) <= per_page and (mxids or offset == 0):
-                    found, more = offset + len(mxids), False  # the last page: nothing to count
-                else:
-                    found, more, _ = await _count(session, query, None)
-            else:
-                found, more, before = await _count(session, query, after)
-                offset = None if more else before  # beyond the limit, where it lies is unknown
-                if found and (offset is None or offset < found):
-                    stmt = _matching(query, after=after).order_by(MXID).limit(per_page + 1)
-                    mxids = list(await session.scalars(stmt))
+            page_of = _indexed_page if len(query) >= TRIGRAM else _scanned_page
+            found, more, offset, mxids = await page_of(session, query, page, per_page, after)
             rows = await self._rows(session, mxids[:per_page], query)
         next_after = rows[-1].mxid if len(mxids) > per_page else None
         return MemberPage(rows, found, more, offset, next_after)

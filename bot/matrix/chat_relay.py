@@ -33,7 +33,9 @@ from bot.store.events import EventLedger
 log = structlog.get_logger(__name__)
 
 PLACEHOLDER = "…"
-PLACEHOLDER_AFTER_S = 1.0  # an answer ready sooner needs no placeholder and no edits
+# An answer ready sooner needs no placeholder and no edits (the typing notice shows meanwhile):
+# fewer events for the homeserver, the member sees the answer in one piece.
+PLACEHOLDER_AFTER_S = 2.0
 FIRST_EDIT_INTERVAL_S = 0.5
 MAX_EDIT_INTERVAL_S = 3.0
 INTERVAL_GROWTH = 1.5

@@ -21,10 +21,16 @@ TOKEN_SAVED_EVERY_S = 2.0
 MAX_BACKOFF_S = 60.0
 FIRST_SYNC_TIMEOUT_S = 300.0
 # On a fresh start only the state matters; one event per room keeps the first sync small.
-FRESH_START_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 1}}}
+# The bot reads no typing notices, read receipts or presence: left out, they would wake its sync
+# for every receipt a member's client sends, for nothing.
+_QUIET: dict[str, Any] = {"presence": {"types": []}}
+_NO_EPHEMERAL: dict[str, Any] = {"ephemeral": {"types": []}}
+FRESH_START_FILTER: dict[str, Any] = {
+    **_QUIET, "room": {"timeline": {"limit": 1}, **_NO_EPHEMERAL},
+}  # fmt: skip
 # Synapse sends 10 timeline events per room by default: after downtime or in a burst, older
 # commands and joins would be cut off.
-SYNC_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 100}}}
+SYNC_FILTER: dict[str, Any] = {**_QUIET, "room": {"timeline": {"limit": 100}, **_NO_EPHEMERAL}}
 
 
 class SyncLoop:

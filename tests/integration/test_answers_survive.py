@@ -462,6 +462,7 @@ async def test_a_long_answer_arrives_whole_in_messages_that_each_fit(
 ):
     stub.reply = LONG_ANSWER
     stub.chunk_delay = 0.0
+    stub.latency = 3.0  # slower than the bot waits before it shows a placeholder
     assert len(LONG_ANSWER) > 20_000
     account, sections = bot_config_file(synapse, tmp_path, stub, encryption=encrypted)
     sections["gpt"].update(max_tokens=10_000, daily_token_quota=100_000)

@@ -71,7 +71,7 @@ async def linked_user(synapse, bot: RunningBot, name: str) -> TestUser:
 
 async def test_dm_chat_streams_by_edits_and_ends_with_the_whole_answer(synapse, stub, tmp_path):
     stub.reply = LONG_ANSWER
-    stub.chunk_delay = 0.15  # slow enough (about 2.5 s) to be shown growing, not at once
+    stub.chunk_delay = 0.25  # slow enough (about 4 s) to be shown growing, not at once
     async with running_bot(synapse, tmp_path, extra=gpt(stub)) as bot:
         async with await linked_user(synapse, bot, "ann") as ann:
             room = await dm_with(ann, bot.user_id)

@@ -196,7 +196,7 @@ async def test_ask_in_an_encrypted_room_streams_readable_edits(synapse, tmp_path
     from tests.harness.linking import link_url
     from tests.harness.llm_stub import LlmStub
 
-    async with LlmStub(api_key="sk", chunk_delay=0.2) as stub:  # slow: shown growing
+    async with LlmStub(api_key="sk", chunk_delay=0.35) as stub:  # slow: shown growing
         stub.reply = "Streaming through encryption works just fine, word by word by word."
         gpt = {"gpt": {"base_url": stub.base_url, "api_key": "sk", "model": "m", "max_retries": 0}}
         async with running_bot(synapse, tmp_path, encryption=True, extra=gpt) as bot:
