@@ -138,8 +138,9 @@ async def test_pathological_messages_never_stall_or_silence_the_bot(
             asked = await mallory.send_text(mallory_dm, "!usage")
             usage = await mallory.wait_for_event(
                 mallory_dm,
-                lambda e: e["sender"] == bot.user_id
-                and e["content"]["body"].startswith("Today you used"),
+                lambda e: (
+                    e["sender"] == bot.user_id and e["content"]["body"].startswith("Today you used")
+                ),
                 after_event_id=asked,
             )
             assert not usage["content"]["body"].startswith("Today you used 0 ")

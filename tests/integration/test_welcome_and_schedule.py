@@ -80,8 +80,10 @@ async def test_newcomers_are_welcomed_once_in_batches_with_safe_names(synapse, t
                 # before leaving, or it may join her again (the room is public).
                 await o.wait_for_event(
                     room,
-                    lambda e: e["type"] == "m.room.member"
-                    and e["content"].get("displayname") == "Ann the Second",
+                    lambda e: (
+                        e["type"] == "m.room.member"
+                        and e["content"].get("displayname") == "Ann the Second"
+                    ),
                 )
                 await ann.leave(room)
                 await o.invite(room, ann.user_id)
