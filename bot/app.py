@@ -39,7 +39,6 @@ from bot.community.login_links import LoginLinks
 from bot.community.members import MemberAdmin
 from bot.community.moderation import Moderation
 from bot.community.outbox import Outbox
-from bot.community.tokens import warm_up
 from bot.community.users import UserService
 from bot.community.welcome import WelcomeService
 from bot.config import Config
@@ -272,7 +271,6 @@ class BotApp:
         self._stop = asyncio.Event()
         self.parts: Parts | None = None
         self.jobs: Jobs | None = None
-        self._warming: asyncio.Task[None] | None = None
 
     # What tests and benchmarks look at, once wired.
     sender = property(lambda self: self.parts.sender if self.parts else None)
@@ -328,7 +326,6 @@ class BotApp:
         self, client: AsyncClient, parts: Parts, stack: AsyncExitStack, started: datetime
     ) -> None:
         cfg = self.config
-        warm_up(cfg.gpt.model)  # the tokenizer loads in the background, off the event loop
         if released := await parts.chat.release_held_tokens():
             log.info("chat.reservations_released", members=released)
         await self._learn_display_name(client, parts.dispatcher)
@@ -348,7 +345,7 @@ class BotApp:
         tasks.append(asyncio.create_task(parts.courier.run(), name="outbox"))
         self.ready.set()
         log.info("bot.ready", user_id=client.user_id, device_id=client.device_id)
-        self._warming = asyncio.create_task(self._warm_up(parts.chat), name="warm-up")
+        gc.freeze()  # what start-up built lives on: kept out of full collections
         # Work a previous run claimed but was stopped before finishing.
         await resume_unfinished(
             client, parts.ledger, parts.relay, parts.dispatcher.take_up,
@@ -388,18 +385,6 @@ class BotApp:
             log.error("crypto.cross_signing_failed", error=str(problem))
         except Exception:  # e.g. a damaged key file: say so, keep serving with an unsigned device
             log.exception("crypto.cross_signing_failed")
-
-    @staticmethod
-    async def _warm_up(chat: ChatService) -> None:
-        """Background: get the assistant ready for its first question. Then everything loaded
-        so far (libraries, the wiring) is moved out of the garbage collector's sight: a full
-        collection over it would otherwise stall the event loop for a fifth of a second now and
-        then."""
-        try:
-            await chat.warm_up()
-        except Exception as problem:  # a first question will try again, and say what is wrong
-            log.warning("gpt.warm_up_failed", error=str(problem))
-        gc.freeze()
 
     async def _until_stopped(
         self, awaited: asyncio.Task[Any] | None, watched: Sequence[asyncio.Task[Any]] = ()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.community.announcements import EVERY_ROOM, Announcements
 from bot.community.chat import ChatService
@@ -28,8 +28,11 @@ Job = Callable[[], Awaitable[object]]
 
 
 class Jobs:
+    """The scheduler (apscheduler, loaded only when the jobs start: after the bot is ready)."""
+
     def __init__(self) -> None:
-        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler: Any = None
+        self._planned: list[tuple[str, float, Callable[[], Awaitable[None]]]] = []
         self.runs: dict[str, int] = {}
 
     def every(self, name: str, seconds: float, job: Job, *, quiet: bool = False) -> None:
@@ -53,16 +56,21 @@ class Jobs:
                 duration_ms=round((time.monotonic() - started) * 1000),
             )
 
-        self._scheduler.add_job(
-            run, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True,
-            next_run_time=datetime.now(UTC),
-        )  # fmt: skip
+        self._planned.append((name, seconds, run))
 
     def start(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        for name, seconds, run in self._planned:
+            self._scheduler.add_job(
+                run, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True,
+                next_run_time=datetime.now(UTC),
+            )  # fmt: skip
         self._scheduler.start()
 
     def stop(self) -> None:
-        if self._scheduler.running:
+        if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
 

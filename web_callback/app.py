@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import structlog
 from aiohttp import web
 from sqlalchemy import text
@@ -21,14 +20,14 @@ from bot.config import Config
 from bot.errors import OperatorError
 from bot.store.database import Database
 from web_callback.pages import CSS_HASH, problem_page
-from web_callback.providers import build_provider
+from web_callback.providers import HttpClient, build_provider
 from web_callback.signed_cookie import CookieSigner
 from web_callback.views import LoginFlow
 
 log = structlog.get_logger(__name__)
 
 DB_KEY = web.AppKey("db", Database)
-HTTP_KEY = web.AppKey("http", httpx.AsyncClient)
+HTTP_KEY = web.AppKey("http", HttpClient)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -103,7 +102,7 @@ def create_app(
     config: Config, db: Database, *, on_linked: Callable[[], None] | None = None
 ) -> web.Application:
     public = urlsplit(config.web.public_url)
-    http = httpx.AsyncClient(follow_redirects=False)
+    http = HttpClient()
     redirect_uri = f"{config.web.public_url}/callback"
     providers = {p.id: build_provider(p, redirect_uri, http) for p in config.sso.providers}
     secret = session_secret(config)

@@ -1,34 +1,19 @@
-"""Talking to identity providers: OpenID Connect (authlib for the code flow, joserfc for the ID
-token) and GitHub (plain OAuth2). Each returns a VerifiedIdentity only after every check passed."""
+"""Identity providers as the login flow sees them. The clients that talk to them (authlib, joserfc,
+httpx: a good part of a second to import) are loaded when a member first signs in, in a worker
+thread, so neither the bot's start nor its event loop waits for them."""
 
 from __future__ import annotations
 
-import time
+import asyncio
+import importlib
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import httpx
-import structlog
-from authlib.integrations.httpx_client import AsyncOAuth2Client
-from joserfc import jws, jwt
-from joserfc.errors import BadSignatureError, InvalidKeyIdError, JoseError
-from joserfc.jwa import JWSAlgModel
-from joserfc.jwk import Key, KeySet, OKPKey
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.community.identity import GroupRoles, VerifiedIdentity
 from bot.config import ProviderSettings
 
-log = structlog.get_logger(__name__)
-
-# Only asymmetric signatures: a symmetric one could be forged with the client secret, and `none`
-# is no signature at all.
-ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
-                       "ES512", "EdDSA"]  # fmt: skip
-# EdDSA signs with these OKP curves only (X25519/X448 are for key agreement).
-EDDSA_CURVES = ("Ed25519", "Ed448")
-CLOCK_LEEWAY_S = 60
-DISCOVERY_TTL_S = 3600
-HTTP_TIMEOUT_S = 15
+if TYPE_CHECKING:
+    import httpx
 
 
 class ProviderError(Exception):
@@ -52,287 +37,53 @@ class IdentityProvider(Protocol):
     async def identity(self, code: str, flow: FlowSecrets) -> VerifiedIdentity: ...
 
 
-def _oauth_client(settings: ProviderSettings, redirect_uri: str) -> AsyncOAuth2Client:
-    """One per flow step: authlib's client keeps token state, which must not be shared."""
-    return AsyncOAuth2Client(
-        client_id=settings.client_id,
-        client_secret=settings.client_secret.get_secret_value(),
-        scope=" ".join(settings.scope_list),
-        redirect_uri=redirect_uri,
-        code_challenge_method="S256",
-        timeout=HTTP_TIMEOUT_S,
-    )
+class HttpClient:
+    """The web app's one HTTP client for talking to providers, made on first use."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    def get(self) -> httpx.AsyncClient:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(follow_redirects=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
 
 
-def _text_claim(claims: dict[str, Any], name: str) -> str | None:
-    value = claims.get(name)
-    return value[:255] if isinstance(value, str) and value.strip() else None
+async def _clients() -> Any:
+    return await asyncio.to_thread(importlib.import_module, "web_callback.provider_clients")
 
 
-def _keys_for(keys: KeySet, alg: JWSAlgModel) -> list[Key]:
-    """The keys of `keys` that can verify an `alg` signature, in JWKS order: the right type (RSA
-    for RS*/PS*, EC on the algorithm's curve for ES*, an Ed25519/Ed448 OKP key for EdDSA), not
-    restricted to another use, algorithm or operation."""
-    usable = []
-    for key in keys:
-        try:
-            alg.check_key(key)  # type, "use": "sig", the key's own "alg", the EC curve
-            key.check_key_op("verify")
-        except JoseError:
-            continue
-        if isinstance(key, OKPKey) and key.curve_name not in EDDSA_CURVES:
-            continue
-        usable.append(key)
-    return usable
+class LazyProvider:
+    """A configured provider; its client is built (and its libraries loaded) on first use."""
 
-
-class OidcProvider:
-    def __init__(
-        self, settings: ProviderSettings, redirect_uri: str, http: httpx.AsyncClient
-    ) -> None:
-        assert settings.issuer is not None
+    def __init__(self, settings: ProviderSettings, redirect_uri: str, http: HttpClient) -> None:
         self.id = settings.id
         self.name = settings.display_name
         self.group_roles = GroupRoles(settings.admin_groups, settings.moderator_groups)
-        self._settings = settings
-        self._issuer = settings.issuer
-        self._redirect_uri = redirect_uri
-        self._http = http
-        self._metadata: dict[str, Any] | None = None
-        self._metadata_at = 0.0
-        self._keys: KeySet | None = None
+        self._settings, self._redirect_uri, self._http = settings, redirect_uri, http
+        self._client: IdentityProvider | None = None
 
-    async def _get_json(self, url: str, **kwargs: Any) -> Any:
-        try:
-            response = await self._http.get(url, timeout=HTTP_TIMEOUT_S, **kwargs)
-        except httpx.HTTPError as problem:
-            raise ProviderError(f"{url} unreachable: {problem!r}") from None
-        if response.status_code != 200:
-            raise ProviderError(f"{url} answered HTTP {response.status_code}")
-        try:
-            return response.json()
-        except ValueError:
-            raise ProviderError(f"{url} did not answer JSON") from None
-
-    async def metadata(self) -> dict[str, Any]:
-        if self._metadata is None or time.monotonic() - self._metadata_at > DISCOVERY_TTL_S:
-            url = self._issuer.rstrip("/") + "/.well-known/openid-configuration"
-            metadata = await self._get_json(url)
-            if metadata.get("issuer") != self._issuer:
-                raise ProviderError(
-                    f"discovery says issuer {metadata.get('issuer')!r}, configured {self._issuer!r}"
-                )
-            for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-                if not isinstance(metadata.get(key), str):
-                    raise ProviderError(f"discovery document lacks {key}")
-            self._metadata, self._metadata_at = metadata, time.monotonic()
-        return self._metadata
-
-    async def _key_set(self, refresh: bool = False) -> KeySet:
-        if self._keys is None or refresh:
-            jwks = await self._get_json((await self.metadata())["jwks_uri"])
-            try:
-                self._keys = KeySet.import_key_set(jwks)
-            except (JoseError, ValueError, TypeError, KeyError) as problem:
-                raise ProviderError(f"unusable JWKS: {problem}") from None
-        return self._keys
+    async def _real(self) -> IdentityProvider:
+        if self._client is None:
+            clients = await _clients()
+            kind = (
+                clients.GitHubProvider if self._settings.kind == "github" else clients.OidcProvider
+            )
+            self._client = kind(self._settings, self._redirect_uri, self._http.get())
+        return self._client
 
     async def authorization_url(self, flow: FlowSecrets) -> str:
-        endpoint = (await self.metadata())["authorization_endpoint"]
-        async with _oauth_client(self._settings, self._redirect_uri) as client:
-            url, _ = client.create_authorization_url(
-                endpoint, state=flow.state, nonce=flow.nonce, code_verifier=flow.verifier
-            )
-        return url
+        return await (await self._real()).authorization_url(flow)
 
     async def identity(self, code: str, flow: FlowSecrets) -> VerifiedIdentity:
-        metadata = await self.metadata()
-        async with _oauth_client(self._settings, self._redirect_uri) as client:
-            try:
-                token = await client.fetch_token(
-                    metadata["token_endpoint"], code=code, code_verifier=flow.verifier
-                )
-            except Exception as problem:  # authlib raises OAuthError, httpx errors, ValueError
-                raise ProviderError(f"code exchange failed: {problem!r}") from None
-        id_token, access_token = token.get("id_token"), token.get("access_token")
-        if not isinstance(id_token, str) or not isinstance(access_token, str):
-            raise ProviderError("the token response lacks id_token or access_token")
-        claims = await self._verified_claims(id_token, flow.nonce)
-        userinfo: dict[str, Any] = {}
-        if isinstance(metadata.get("userinfo_endpoint"), str):
-            userinfo = await self._get_json(
-                metadata["userinfo_endpoint"], headers={"Authorization": f"Bearer {access_token}"}
-            )
-            if not isinstance(userinfo, dict) or userinfo.get("sub") != claims["sub"]:
-                raise ProviderError("userinfo is not an object naming the ID token's sub")
-        merged = {**userinfo, **claims}
-        groups = merged.get(self._settings.groups_claim) or []
-        if isinstance(groups, str):
-            groups = [groups]
-        if not isinstance(groups, list):
-            raise ProviderError(f"the {self._settings.groups_claim} claim is not a list")
-        # An address the provider says it has not verified is not shown as the member's.
-        email = _text_claim(merged, "email") if merged.get("email_verified") is not False else None
-        return VerifiedIdentity(
-            provider_id=self.id,
-            provider_name=self.name,
-            issuer=self._issuer,
-            subject=claims["sub"],
-            email=email,
-            username=_text_claim(merged, "preferred_username") or _text_claim(merged, "nickname"),
-            display_name=_text_claim(merged, "name"),
-            groups=tuple(str(g) for g in groups if isinstance(g, str | int)),
-        )
-
-    async def _decoded(self, id_token: str) -> jwt.Token:
-        """The token with a verified signature (claims not checked yet)."""
-        keys = await self._key_set()
-        header = jws.extract_compact(id_token.encode()).headers()  # unverified: only picks keys
-        if "kid" in header:
-            try:
-                return jwt.decode(id_token, keys, algorithms=ID_TOKEN_ALGORITHMS)
-            except InvalidKeyIdError:
-                # Keys rotate: fetch the JWKS once more, then give up.
-                return jwt.decode(
-                    id_token, await self._key_set(refresh=True), algorithms=ID_TOKEN_ALGORITHMS
-                )
-        # No kid: try each published key that fits the algorithm; the first that verifies wins.
-        # get_alg refuses algorithms outside ID_TOKEN_ALGORITHMS (HS256, none) before any key is
-        # tried or the JWKS refetched.
-        registry = jws.JWSRegistry(algorithms=ID_TOKEN_ALGORITHMS)
-        registry.check_header(header)
-        alg = registry.get_alg(header["alg"])
-        for refresh in (False, True):  # keys rotate here too: one refetch, then give up
-            if refresh:
-                keys = await self._key_set(refresh=True)
-            for key in _keys_for(keys, alg):
-                try:
-                    return jwt.decode(id_token, key, algorithms=[alg.name])
-                except BadSignatureError:
-                    continue
-        raise BadSignatureError("no published key verifies this token without kid")
-
-    async def _verified_claims(self, id_token: str, nonce: str) -> dict[str, Any]:
-        try:
-            decoded = await self._decoded(id_token)
-            registry = jwt.JWTClaimsRegistry(
-                leeway=CLOCK_LEEWAY_S,
-                iss={"essential": True, "value": self._issuer},
-                aud={"essential": True, "value": self._settings.client_id},
-                sub={"essential": True},
-                exp={"essential": True},
-                iat={"essential": True},
-                nonce={"essential": True, "value": nonce},
-            )
-            registry.validate(decoded.claims)
-        except (JoseError, ValueError, TypeError) as problem:  # TypeError: a hostile header
-            raise ProviderError(f"ID token rejected: {problem}") from None
-        claims = dict(decoded.claims)
-        if not isinstance(claims["sub"], str) or not claims["sub"]:
-            raise ProviderError("ID token sub is not a non-empty string")
-        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        trusted = (self._settings.client_id, *self._settings.trusted_audiences)
-        if any(audience not in trusted for audience in audiences):
-            raise ProviderError("ID token names an audience that is neither us nor trusted")
-        azp = claims.get("azp")
-        if (len(audiences) > 1 or azp is not None) and azp != self._settings.client_id:
-            raise ProviderError("ID token azp is not this client")
-        if claims["iat"] > time.time() + CLOCK_LEEWAY_S:
-            raise ProviderError("ID token issued in the future")
-        return claims
+        return await (await self._real()).identity(code, flow)
 
 
-class GitHubProvider:
-    """GitHub speaks OAuth2 without ID tokens: the binding is on its numeric user id."""
-
-    def __init__(
-        self, settings: ProviderSettings, redirect_uri: str, http: httpx.AsyncClient
-    ) -> None:
-        self.id = settings.id
-        self.name = settings.display_name
-        self.group_roles = GroupRoles(settings.admin_groups, settings.moderator_groups)
-        self._settings = settings
-        self._redirect_uri = redirect_uri
-        self._http = http
-        self._web = settings.github_url.rstrip("/")
-        self._api = settings.github_api_url.rstrip("/")
-
-    async def authorization_url(self, flow: FlowSecrets) -> str:
-        async with _oauth_client(self._settings, self._redirect_uri) as client:
-            url, _ = client.create_authorization_url(
-                f"{self._web}/login/oauth/authorize", state=flow.state, code_verifier=flow.verifier
-            )
-        return url
-
-    async def _api_get(self, path: str, token: str) -> Any:
-        try:
-            response = await self._http.get(
-                f"{self._api}{path}",
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Accept": "application/vnd.github+json",
-                },
-                timeout=HTTP_TIMEOUT_S,
-            )
-        except httpx.HTTPError as problem:
-            raise ProviderError(f"GitHub API unreachable: {problem!r}") from None
-        if response.status_code != 200:
-            raise ProviderError(f"GitHub API {path} answered HTTP {response.status_code}")
-        try:
-            return response.json()
-        except ValueError:
-            raise ProviderError(f"GitHub API {path} did not answer JSON") from None
-
-    async def identity(self, code: str, flow: FlowSecrets) -> VerifiedIdentity:
-        async with _oauth_client(self._settings, self._redirect_uri) as client:
-            try:
-                token = await client.fetch_token(
-                    f"{self._web}/login/oauth/access_token",
-                    code=code,
-                    code_verifier=flow.verifier,
-                    headers={"Accept": "application/json"},
-                )
-            except Exception as problem:
-                raise ProviderError(f"code exchange failed: {problem!r}") from None
-        access = token.get("access_token")
-        if not isinstance(access, str):
-            raise ProviderError("GitHub returned no access token")
-        user = await self._api_get("/user", access)
-        if not isinstance(user, dict) or not isinstance(user.get("id"), int):
-            raise ProviderError("GitHub /user has no numeric id")
-        email = user.get("email")
-        if not email:
-            emails = await self._api_get("/user/emails", access)
-            email = next(
-                (e["email"] for e in emails if e.get("primary") and e.get("verified")), None
-            )
-        groups: list[str] = []
-        org = self._settings.github_org
-        if org:
-            orgs = await self._api_get("/user/orgs?per_page=100", access)
-            if any(o.get("login", "").lower() == org.lower() for o in orgs):
-                groups.append(org)
-                teams = await self._api_get("/user/teams?per_page=100", access)
-                groups += [
-                    f"{org}/{t['slug']}"
-                    for t in teams
-                    if t.get("organization", {}).get("login", "").lower() == org.lower()
-                ]
-        return VerifiedIdentity(
-            provider_id=self.id,
-            provider_name=self.name,
-            issuer=self._web,
-            subject=str(user["id"]),
-            email=email if isinstance(email, str) else None,
-            username=_text_claim(user, "login"),
-            display_name=_text_claim(user, "name"),
-            groups=tuple(groups),
-        )
-
-
-def build_provider(
-    settings: ProviderSettings, redirect_uri: str, http: httpx.AsyncClient
-) -> IdentityProvider:
-    if settings.kind == "github":
-        return GitHubProvider(settings, redirect_uri, http)
-    return OidcProvider(settings, redirect_uri, http)
+def build_provider(settings: ProviderSettings, redirect_uri: str, http: HttpClient) -> LazyProvider:
+    return LazyProvider(settings, redirect_uri, http)

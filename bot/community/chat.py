@@ -68,9 +68,6 @@ class LanguageModel(Protocol):
         max_tokens: int | None = None,
     ) -> Completion: ...
 
-    async def warm_up(self, model: str) -> None:
-        """Get ready for a first request (imports, clients) without stalling anyone."""
-
 
 class ChatRefused(Exception):
     """This member may not chat here now; `str()` says why, kindly."""
@@ -246,9 +243,6 @@ class ChatService:
         today = await self._usage.today(mxid, self._today())
         override = await self._usage.quota_override(mxid)
         return Usage(today.used, self._quota(Caller(role, True, override)))
-
-    async def warm_up(self) -> None:
-        await self._model.warm_up(self.settings.model)
 
     async def release_held_tokens(self) -> int:
         """At start-up: tokens held by requests a crash cut off go back to their members."""

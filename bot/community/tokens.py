@@ -59,11 +59,6 @@ def _encoder(model: str) -> Callable[[str], int] | None:
     return None
 
 
-def warm_up(model: str) -> None:
-    """Start loading the tokenizer of `model` now (at start-up), so it is ready when needed."""
-    _encoder(model)
-
-
 def count_tokens(text: str, model: str) -> int:
     encoder = _encoder(model)
     return encoder(text) if encoder else estimate_tokens(text)

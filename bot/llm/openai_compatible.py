@@ -2,13 +2,14 @@
 Timeouts, 429 and 5xx are retried by the OpenAI client with backoff (`max_retries`); what still
 fails becomes a ModelError with a short message for the member, and a log line for operators.
 
-langchain and the openai SDK take a second to import, partly on first use (openai loads its
-streaming code lazily): they are imported in a worker thread by warm_up() once the bot is up, so
-neither the start nor the first question stalls the event loop."""
+langchain and the openai SDK take a second and tens of MiB to import, partly on first use (openai
+loads its streaming code lazily): they are loaded in a worker thread when the first question
+comes, so a bot nobody asks stays lean and neither its start nor its event loop waits for them."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,9 @@ _LIBRARIES = (
 def _import_libraries() -> None:
     for name in _LIBRARIES:
         importlib.import_module(name)
+    # What they built lives as long as the process: out of the garbage collector's sight, or a
+    # full collection over it would stall the event loop now and then.
+    gc.freeze()
 
 
 def _prompt(messages: Sequence[PromptMessage]) -> list[Any]:
@@ -70,12 +74,15 @@ class OpenAICompatibleModel(LanguageModel):
             "max_retries": max_retries,
         }
         self._stream = stream
+        self._ready_for: str | None = None  # the model whose client warm_up() made
         # Rooms may name any model: keep a client for the few in use, not one per name ever seen.
         self._clients: LRUDict[str, ChatOpenAI] = LRUDict(16)
 
     async def warm_up(self, model: str) -> None:
         """Import the libraries and make the client for `model`, in a worker thread."""
-        await asyncio.to_thread(lambda: (_import_libraries(), self._client(model)))
+        if self._ready_for != model:
+            await asyncio.to_thread(lambda: (_import_libraries(), self._client(model)))
+            self._ready_for = model
 
     def _client(self, model: str) -> ChatOpenAI:
         if model not in self._clients:
@@ -94,6 +101,7 @@ class OpenAICompatibleModel(LanguageModel):
         on_text: TextCallback | None,
         max_tokens: int | None = None,
     ) -> Completion:
+        await self.warm_up(model)
         prompt = _prompt(messages)
         client = self._client(model)
         options: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}

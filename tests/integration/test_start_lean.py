@@ -1,0 +1,54 @@
+"""What a start costs: a database already at the newest revision is recognised without loading
+alembic, and the libraries of the assistant and of the SSO flow are not loaded until needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from bot.store.migrate import head_revision, newest_revision_named
+
+PYTHON = sys.executable
+
+
+def test_the_newest_revision_is_read_from_the_files_as_alembic_reads_it():
+    assert newest_revision_named() == head_revision()
+
+
+def run(code: str) -> str:
+    return subprocess.run(
+        [PYTHON, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_a_database_at_the_newest_revision_is_opened_without_alembic(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path}/bot.db"
+    program = f"""
+        import asyncio, sys
+        from bot.store.database import Database
+        from bot.store.migrate import upgrade_to_head
+        async def main():
+            db = Database({url!r})
+            print(await upgrade_to_head(db))
+            await db.close()
+        asyncio.run(main())
+        print("alembic" in sys.modules)
+    """
+    first = run(program).split("\n")
+    assert first[0].startswith("(None, ") and first[1] == "True"  # a new database: migrated
+    again = run(program).split("\n")
+    assert again[1] == "False", again  # at the newest revision: alembic never loaded
+
+
+def test_importing_the_bot_loads_neither_the_assistant_nor_the_sso_libraries():
+    loaded = run(
+        """
+        import sys
+        import bot.cli, bot.app
+        heavy = ("langchain_openai", "langchain_core", "openai", "authlib", "joserfc", "alembic",
+                 "apscheduler")
+        print(",".join(m for m in heavy if m in sys.modules))
+        """
+    ).strip()
+    assert loaded == ""
