@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
@@ -14,8 +13,11 @@ Executor = AsyncSession | AsyncConnection
 
 def _insert(session: Executor, model: type[DeclarativeBase]) -> Any:
     dialect = session.dialect if isinstance(session, AsyncConnection) else session.bind.dialect
-    module = postgresql if dialect.name == "postgresql" else sqlite
-    return module.insert(model.__table__)  # the table, not the mapped class: no ORM overhead
+    if dialect.name == "postgresql":  # imported when used: SQLite installs never load it
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model.__table__)  # the table, not the mapped class: no ORM overhead
 
 
 async def insert_ignore(session: Executor, model: type[DeclarativeBase], **values: Any) -> bool:
