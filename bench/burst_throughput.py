@@ -15,11 +15,9 @@ Run alone: ``.venv/bin/python bench/burst_throughput.py [--members N] [--pings N
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,23 +26,24 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    BotProcess,
-    EchoBot,
+    CpuMeter,
     Outcome,
-    cpu_seconds,
-    echo_spec,
+    bench_main,
+    bot_process,
+    close_all,
+    counted,
+    cpu_medians,
+    echo_process,
     is_reply_to,
     log_in,
     open_dm,
     p50_p95,
-    quiet_logging,
     register,
-    report,
     round_trip,
-    write_bot_config,
+    run_benchmark,
+    running_synapse,
 )
 from tests.harness.matrix_user import TestUser
-from tests.harness.synapse import SynapseServer
 
 NAME = "burst throughput"
 METRIC = "commands/s bot / echo bot"
@@ -90,8 +89,7 @@ async def _burst(
     who: str, members: list[TestUser], rooms: list[str], responder: str, pings: int,
     pids: dict[str, int],
 ) -> Burst:  # fmt: skip
-    cpu = {what: cpu_seconds(pid) for what, pid in pids.items()}
-    own = time.process_time()
+    cpu = CpuMeter({**pids, "members' clients": time.process_time})
     started = time.monotonic()
     per_member = await asyncio.gather(
         *(_member_burst(m, r, responder, pings) for m, r in zip(members, rooms, strict=True))
@@ -100,47 +98,38 @@ async def _burst(
     wall = max(seen for _, seen, _ in results) - started
     return Burst(
         who, len(results), wall, [seen - sent for sent, seen, _ in results],
-        sum(body.startswith("Pong!") for _, _, body in results),
-        {**{what: cpu_seconds(pids[what]) - before for what, before in cpu.items()},
-         "members' clients": time.process_time() - own},
+        sum(body.startswith("Pong!") for _, _, body in results), cpu.used(),
     )  # fmt: skip
 
 
 async def measure(workdir: Path, members_count: int, pings: int, bursts: int) -> Outcome:
-    synapse = SynapseServer(workdir / "synapse", relaxed_rate_limits=True)
-    await asyncio.to_thread(synapse.start, 60)
-    bot = echo = None
-    members = []
-    try:
-        assert synapse.process is not None
-        bot_account, echo_account, *accounts = await register(synapse, "t", 2 + members_count)
-        config = write_bot_config(workdir / "bot.toml", synapse, bot_account, workdir / "data")
-        bot = BotProcess(config, bot_account.user_id, log_path=workdir / "bot.log")
-        echo = EchoBot(echo_spec(synapse.base_url, echo_account, workdir / "echo-store"),
-                       workdir=workdir)  # fmt: skip
-        await asyncio.gather(bot.start(), echo.start())
-        members = await log_in(synapse, accounts)
-        targets = {"bot": bot.user_id, "echo": echo.user_id}
-        rooms: dict[str, list[str]] = {}
-        for who, responder in targets.items():
-            rooms[who] = list(await asyncio.gather(*(open_dm(m, responder) for m in members)))
-            # Warm-up: every DM answered once.
-            await asyncio.gather(
-                *(round_trip(m, r, responder) for m, r in zip(members, rooms[who], strict=True))
-            )
-        pids = {"Synapse": synapse.process.pid, "bot": bot.pid, "echo bot": echo.pid}
-        done: list[Burst] = []
-        for i in range(bursts):
-            for who in ("bot", "echo") if i % 2 == 0 else ("echo", "bot"):
-                await asyncio.sleep(1.0)
-                done.append(await _burst(who, members, rooms[who], targets[who], pings, pids))
-        problems = bot.problems()
-    finally:
-        await asyncio.gather(*(m.close() for m in members), return_exceptions=True)
-        for process in (bot, echo):
-            if process is not None:
-                await process.close()
-        await asyncio.to_thread(synapse.stop)
+    async with running_synapse(workdir) as synapse:
+        bot = echo = None
+        members = []
+        try:
+            assert synapse.process is not None
+            bot_account, echo_account, *accounts = await register(synapse, "t", 2 + members_count)
+            bot = bot_process(synapse, bot_account, workdir)
+            echo = echo_process(synapse, echo_account, workdir)
+            await asyncio.gather(bot.start(), echo.start())
+            members = await log_in(synapse, accounts)
+            targets = {"bot": bot.user_id, "echo": echo.user_id}
+            rooms: dict[str, list[str]] = {}
+            for who, responder in targets.items():
+                rooms[who] = list(await asyncio.gather(*(open_dm(m, responder) for m in members)))
+                # Warm-up: every DM answered once.
+                await asyncio.gather(*(
+                    round_trip(m, r, responder) for m, r in zip(members, rooms[who], strict=True)
+                ))  # fmt: skip
+            pids = {"Synapse": synapse.process.pid, "bot": bot.pid, "echo bot": echo.pid}
+            done: list[Burst] = []
+            for i in range(bursts):
+                for who in ("bot", "echo") if i % 2 == 0 else ("echo", "bot"):
+                    await asyncio.sleep(1.0)
+                    done.append(await _burst(who, members, rooms[who], targets[who], pings, pids))
+            problems = bot.problems()
+        finally:
+            await close_all(members, bot, echo)
 
     of = {who: [b for b in done if b.who == who] for who in ("bot", "echo")}
     throughput = {who: statistics.median(b.throughput for b in bs) for who, bs in of.items()}
@@ -154,13 +143,10 @@ async def measure(workdir: Path, members_count: int, pings: int, bursts: int) ->
              + f" commands/s (median {throughput[who]:.1f})"),
             (f"{label} burst wall time", ", ".join(f"{b.wall:.2f}" for b in bs) + " s"),
             (f"{label} latency p50 / p95", p50_p95([x for b in bs for x in b.latencies])),
-            (f"{label} CPU per burst", ", ".join(
-                f"{w} {statistics.median(b.cpu[w] for b in bs):.2f}" for w in bs[0].cpu
-            ) + " s (medians)"),
+            (f"{label} CPU per burst", cpu_medians([b.cpu for b in bs]) + " (medians)"),
         ]  # fmt: skip
     pongs_ok = all(b.pongs == b.commands for b in of["bot"])
-    details.append(("bot log lines at warning and above",
-                    ", ".join(f"{k} x{n}" for k, n in problems.most_common(5)) or "none"))  # fmt: skip
+    details.append(("bot log lines at warning and above", counted(problems.most_common(5))))
     return Outcome(
         NAME, METRIC, ratio, TARGET, at_least=True, details=details,
         notes=[
@@ -173,31 +159,15 @@ async def measure(workdir: Path, members_count: int, pings: int, bursts: int) ->
     )  # fmt: skip
 
 
-async def _in_tempdir(members: int, pings: int, bursts: int) -> Outcome:
-    with tempfile.TemporaryDirectory(prefix="bench-burst-") as tmp:
-        async with asyncio.timeout(900):
-            return await measure(Path(tmp), members, pings, bursts)
-
-
 def run(members: int = MEMBERS, pings: int = PINGS, bursts: int = BURSTS) -> Outcome:
-    quiet_logging()
-    try:
-        return asyncio.run(_in_tempdir(members, pings, bursts))
-    except Exception as problem:
-        return Outcome(
-            NAME, METRIC, None, TARGET, at_least=True, error=f"{type(problem).__name__}: {problem}"
-        )
+    failed = Outcome(NAME, METRIC, None, TARGET, at_least=True)
+    return run_benchmark(
+        measure, members, pings, bursts, prefix="bench-burst-", timeout=900, failed=failed
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--members", type=int, default=MEMBERS)
-    parser.add_argument("--pings", type=int, default=PINGS)
-    parser.add_argument("--bursts", type=int, default=BURSTS)
-    args = parser.parse_args(argv)
-    outcome = run(args.members, args.pings, args.bursts)
-    print(report(outcome))
-    return 0 if outcome.passed else 1
+    return bench_main(__doc__, run, argv, members=MEMBERS, pings=PINGS, bursts=BURSTS)
 
 
 if __name__ == "__main__":

@@ -38,14 +38,13 @@ Run alone: ``.venv/bin/python bench/chat_concurrency.py [--users N] [--synapse-d
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,27 +56,31 @@ from aiohttp import web
 
 from bench.common import (
     BotProcess,
+    CpuMeter,
     EchoBot,
     Outcome,
+    bot_process,
+    close_all,
+    counted,
+    cpu_medians,
     cpu_seconds,
-    echo_spec,
+    echo_process,
+    finish,
+    link_members,
     log_in,
     open_dm,
+    options,
     percentile,
-    quiet_logging,
     register,
-    report,
+    run_benchmark,
+    running_synapse,
     seconds,
-    write_bot_config,
+    stub_gpt,
 )
 from bot.config import load_config
-from bot.store.database import Database
-from bot.store.migrate import upgrade_to_head
-from tests.harness.linking import link
 from tests.harness.llm_stub import LlmStub, message_text
 from tests.harness.matrix_user import TestUser
 from tests.harness.postgres import PostgresServer
-from tests.harness.synapse import SynapseServer
 
 NAME = "chat_concurrency"
 USERS = 20
@@ -298,29 +301,23 @@ class Measurement:
 
 async def _burst(
     who: str, members: list[TestUser], rooms: list[str], answerer: str, label: str,
-    stub: TimedStub, cpu_of: dict[str, Any],
+    stub: TimedStub, cpu_of: dict[str, Callable[[], float]],
 ) -> Burst:  # fmt: skip
     stub.clear()
-    before = {what: read() for what, read in cpu_of.items()}
+    cpu = CpuMeter(cpu_of)
     started = time.monotonic()
     answers = await asyncio.gather(*(
         ask(m, r, answerer, f"{who} {label} member {i + 1}: {QUESTION}")
         for i, (m, r) in enumerate(zip(members, rooms, strict=True))
     ))  # fmt: skip
     wall = max(a.seen for a in answers) - started
-    used = {what: read() - before[what] for what, read in cpu_of.items()}
-    return Burst(wall, list(answers), stub.peak_inflight, used)
+    return Burst(wall, list(answers), stub.peak_inflight, cpu.used())
 
 
 async def measure(workdir: Path, users: int = USERS, synapse_db: str = SYNAPSE_DB) -> Measurement:
     if synapse_db not in SYNAPSE_DBS:
         raise ValueError(f"synapse_db must be one of {SYNAPSE_DBS}: {synapse_db!r}")
     postgres = PostgresServer(workdir / "postgres") if synapse_db == "postgres" else None
-    synapse: SynapseServer | None = None
-    stub = TimedStub(api_key=API_KEY, latency=LATENCY_S, chunk_delay=CHUNK_DELAY_S)
-    bot: BotProcess | None = None
-    relay: EchoBot | None = None
-    clients: list[TestUser] = []
     try:
         database = None
         if postgres is not None:
@@ -328,8 +325,22 @@ async def measure(workdir: Path, users: int = USERS, synapse_db: str = SYNAPSE_D
             await asyncio.to_thread(_create_synapse_database, postgres)
             database = _synapse_database_config(postgres)
         db_cpu = DatabaseCpu(postgres)
-        synapse = SynapseServer(workdir / "synapse", relaxed_rate_limits=True, database=database)
-        await asyncio.to_thread(synapse.start, 60)
+        async with running_synapse(workdir, database=database) as synapse:
+            return await _measure_on(workdir, synapse, users, synapse_db, postgres, db_cpu)
+    finally:
+        if postgres is not None:
+            await asyncio.to_thread(postgres.stop)
+
+
+async def _measure_on(
+    workdir: Path, synapse: Any, users: int, synapse_db: str, postgres: PostgresServer | None,
+    db_cpu: DatabaseCpu,
+) -> Measurement:  # fmt: skip
+    stub = TimedStub(api_key=API_KEY, latency=LATENCY_S, chunk_delay=CHUNK_DELAY_S)
+    bot: BotProcess | None = None
+    relay: EchoBot | None = None
+    clients: list[TestUser] = []
+    try:
         assert synapse.process is not None
         synapse_pid = synapse.process.pid
         await stub.start()
@@ -339,29 +350,17 @@ async def measure(workdir: Path, users: int = USERS, synapse_db: str = SYNAPSE_D
         bot_account, relay_account, *accounts = await register(synapse, "c", 2 + users)
         register_s = time.monotonic() - t
 
-        gpt = {"base_url": stub.base_url, "api_key": API_KEY, "model": "stub-model",
-               "max_retries": 0, "timeout": 30}  # fmt: skip
-        config = write_bot_config(
-            workdir / "bot.toml", synapse, bot_account, workdir / "bot-data", extra={"gpt": gpt}
-        )
+        bot = bot_process(synapse, bot_account, workdir, data_dir=workdir / "bot-data",
+                          extra={"gpt": stub_gpt(stub, API_KEY)})  # fmt: skip
         # Linked before the bot starts, so no "you are linked" notice can race the setup.
         t = time.monotonic()
-        db = Database(load_config(config).database.url)
-        try:
-            await upgrade_to_head(db)
-            for account in accounts:
-                await link(db, account.user_id)
-        finally:
-            await db.close()
+        await link_members(load_config(bot.config_path).database.url,
+                           [a.user_id for a in accounts])  # fmt: skip
         link_s = time.monotonic() - t
 
         t = time.monotonic()
-        bot = BotProcess(config, bot_account.user_id, log_path=workdir / "bot.log")
-        relay = EchoBot(
-            echo_spec(synapse.base_url, relay_account, workdir / "relay-store", mode="relay",
-                      stub_url=stub.base_url, api_key=API_KEY),
-            workdir=workdir, name="relay",
-        )  # fmt: skip
+        relay = echo_process(synapse, relay_account, workdir, name="relay", mode="relay",
+                             stub_url=stub.base_url, api_key=API_KEY)  # fmt: skip
         await asyncio.gather(bot.start(), relay.start())
         start_s = time.monotonic() - t
 
@@ -420,15 +419,8 @@ async def measure(workdir: Path, users: int = USERS, synapse_db: str = SYNAPSE_D
             bot_rate_limited=rate_limited, bot_problems=dict(bot.problems()),
         )  # fmt: skip
     finally:
-        await asyncio.gather(*(u.close() for u in clients), return_exceptions=True)
-        for process in (bot, relay):
-            if process is not None:
-                await process.close()
+        await close_all(clients, bot, relay)
         await stub.stop()
-        if synapse is not None:
-            await asyncio.to_thread(synapse.stop)
-        if postgres is not None:
-            await asyncio.to_thread(postgres.stop)
 
 
 def _spread(values: list[float]) -> str:
@@ -493,9 +485,7 @@ def evaluate(m: Measurement) -> Outcome:
             (f"{who}: per-member latency median / p90 / max", _spread(latencies)),
             (f"{who}: messages + edits per answer", f"{statistics.mean(events):.2f} "
              f"(min {min(events)}, max {max(events)})"),
-            (f"{who}: CPU per burst (medians)", ", ".join(
-                f"{what} {statistics.median(b.cpu[what] for b in side.bursts):.2f}"
-                for what in side.bursts[0].cpu) + " s"),
+            (f"{who}: CPU per burst (medians)", cpu_medians([b.cpu for b in side.bursts])),
         ]  # fmt: skip
     details.append((f"phases of an answer: bot | relay, all-{m.users} median / p90 / max", ""))
     bot_phases = _phases([a for b in bot.bursts for a in b.answers], m.stub_timings)
@@ -507,8 +497,7 @@ def evaluate(m: Measurement) -> Outcome:
     details += [
         ("homeserver CPU while idle", f"{m.synapse_idle_cpu:.2f} s per s"),
         ("bot rate-limited by homeserver", str(m.bot_rate_limited)),
-        ("bot log lines at warning and above",
-         ", ".join(f"{k} x{n}" for k, n in m.bot_problems.items()) or "none"),
+        ("bot log lines at warning and above", counted(m.bot_problems.items())),
     ]  # fmt: skip
     db = "PostgreSQL" if m.synapse_db == "postgres" else "SQLite"
     return Outcome(
@@ -532,30 +521,20 @@ def evaluate(m: Measurement) -> Outcome:
     )
 
 
-async def _measure_in_tempdir(users: int, synapse_db: str) -> Measurement:
-    with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp:
-        async with asyncio.timeout(OVERALL_TIMEOUT_S):
-            return await measure(Path(tmp), users, synapse_db)
+async def _evaluated(workdir: Path, users: int, synapse_db: str) -> Outcome:
+    return evaluate(await measure(workdir, users, synapse_db))
 
 
 def run(users: int = USERS, synapse_db: str = SYNAPSE_DB) -> Outcome:
-    quiet_logging()
-    try:
-        measurement = asyncio.run(_measure_in_tempdir(users, synapse_db))
-    except Exception as problem:
-        return Outcome(
-            NAME,
-            metric(users),
-            None,
-            TARGET,
-            error=f"{type(problem).__name__} (Synapse on {synapse_db}): {problem}",
-        )
-    return evaluate(measurement)
+    failed = Outcome(NAME, metric(users), None, TARGET)
+    return run_benchmark(
+        _evaluated, users, synapse_db, prefix="bench-chat-", timeout=OVERALL_TIMEOUT_S,
+        failed=failed, context=f"Synapse on {synapse_db}",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=USERS)
+    parser = options(__doc__, users=USERS)
     parser.add_argument(
         "--synapse-db",
         choices=SYNAPSE_DBS,
@@ -563,9 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"the homeserver's database (default {SYNAPSE_DB})",
     )
     args = parser.parse_args(argv)
-    outcome = run(args.users, args.synapse_db)
-    print(report(outcome))
-    return 0 if outcome.passed else 1
+    return finish(run(args.users, args.synapse_db))
 
 
 if __name__ == "__main__":

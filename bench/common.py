@@ -8,9 +8,11 @@ few budgets the issue gives in absolute units (start-up seconds, idle MiB) are m
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -18,9 +20,10 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,23 +48,33 @@ def _limit_text(limit: float, unit: str = "") -> str:
 @dataclass
 class Figure:
     """One measured figure against its target: ``value <= limit``, or ``value >= limit`` when
-    ``at_least`` (e.g. a throughput ratio). ``unit`` follows value and target ("" for ratios)."""
+    ``at_least`` (e.g. a throughput ratio). ``unit`` follows value and target ("" for ratios).
+    A figure with no limit (``None``) is shown for information: it has no target and no verdict,
+    and is never missed."""
 
     metric: str
     value: float | None
-    limit: float
+    limit: float | None
     at_least: bool = False
     unit: str = ""
     fmt: str = ".3f"
 
     @property
+    def informative(self) -> bool:
+        return self.limit is None
+
+    @property
     def met(self) -> bool:
+        if self.limit is None:
+            return True
         if self.value is None:
             return False
         return self.value >= self.limit if self.at_least else self.value <= self.limit
 
     @property
     def target(self) -> str:
+        if self.limit is None:
+            return "none"
         unit = f" {self.unit}" if self.unit else ""
         return f"{'>=' if self.at_least else '<='} {_limit_text(self.limit, self.unit)}{unit}"
 
@@ -112,7 +125,9 @@ class Outcome:
         failed = [what for what, ok in self.extra_checks if not ok]
         word = "PASS" if self.passed else "FAIL"
         line = f"{word} {self.name}: " + "; ".join(
-            f"{f.metric} = {f.measured} (target {f.target}{'' if f.met else ', missed'})"
+            f"{f.metric} = {f.measured} (for information)"
+            if f.informative
+            else f"{f.metric} = {f.measured} (target {f.target}{'' if f.met else ', missed'})"
             for f in self.all_figures
         )
         if failed:
@@ -150,6 +165,52 @@ def report(outcome: Outcome) -> str:
     return "\n".join(parts)
 
 
+def finish(outcome: Outcome) -> int:
+    """A benchmark run alone: its report printed; exit status 0 when it passed, else 1."""
+    print(report(outcome))
+    return 0 if outcome.passed else 1
+
+
+def options(doc: str, **defaults: Any) -> argparse.ArgumentParser:
+    """The command line of a benchmark run alone: the first paragraph of its docstring, and an
+    option ``--name`` for each keyword (of its default's type, ``_`` written ``-``)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    for name, default in defaults.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    return parser
+
+
+def bench_main(
+    doc: str, run: Callable[..., Outcome], argv: list[str] | None, **defaults: Any
+) -> int:
+    """`main()` of a benchmark whose options are ``defaults`` (see ``options()``), each passed to
+    ``run`` by name."""
+    return finish(run(**vars(options(doc, **defaults).parse_args(argv))))
+
+
+def run_benchmark(
+    measure: Callable[..., Awaitable[Outcome]], *args: Any, prefix: str, timeout: float,
+    failed: Outcome, context: str = "",
+) -> Outcome:  # fmt: skip
+    """``measure(workdir, *args)`` in a fresh temporary directory (named from ``prefix``), within
+    ``timeout`` seconds, with the bot's logging quiet. Should it raise, ``failed`` (the outcome's
+    name, metric and target) is returned with the error, ``context`` beside its type."""
+    quiet_logging()
+
+    async def in_tempdir() -> Outcome:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            async with asyncio.timeout(timeout):
+                return await measure(Path(tmp), *args)
+
+    try:
+        return asyncio.run(in_tempdir())
+    except Exception as problem:
+        where = f" ({context})" if context else ""
+        return dataclasses.replace(
+            failed, value=None, error=f"{type(problem).__name__}{where}: {problem}"
+        )
+
+
 def seconds(value: float) -> str:
     return f"{value:.3f} s"
 
@@ -181,6 +242,39 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used from now on, by name: each of ``sources`` is a process id, or a function
+    giving seconds used so far (``time.process_time`` for this process)."""
+
+    def __init__(self, sources: Mapping[str, int | Callable[[], float]]) -> None:
+        self.readers = {
+            what: source if callable(source) else (lambda pid=source: cpu_seconds(pid))
+            for what, source in sources.items()
+        }
+        self.before = {what: read() for what, read in self.readers.items()}
+
+    def used(self) -> dict[str, float]:
+        return {what: read() - self.before[what] for what, read in self.readers.items()}
+
+
+def cpu_text(cpu: Mapping[str, float]) -> str:
+    """``Synapse 1.23 s, bot 0.45 s``."""
+    return ", ".join(f"{what} {s:.2f} s" for what, s in cpu.items())
+
+
+def cpu_medians(samples: Sequence[Mapping[str, float]]) -> str:
+    """The median of each process's CPU seconds over several samples (bursts): ``Synapse 1.23,
+    bot 0.45 s``."""
+    return ", ".join(
+        f"{what} {statistics.median(s[what] for s in samples):.2f}" for what in samples[0]
+    ) + " s"  # fmt: skip
+
+
+def counted(pairs: Iterable[tuple[str, int]]) -> str:
+    """``bot.warning x3, error bot.failed x1``, or ``none``."""
+    return ", ".join(f"{what} x{n}" for what, n in pairs) or "none"
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -348,6 +442,7 @@ class BotProcess(ChildProcess):
     def __init__(self, config_path: Path, user_id: str, *, log_path: Path) -> None:
         super().__init__([*community_bot_command(), "run", "--config", str(config_path)],
                          log_path=log_path)  # fmt: skip
+        self.config_path = config_path
         self.user_id = user_id
         self.ready_line: Line | None = None
 
@@ -387,13 +482,87 @@ class EchoBot(ChildProcess):
 
 def echo_spec(
     homeserver: str, account: Any, store: Path, *, mode: str = "echo", encryption: bool = True,
-    stub_url: str | None = None, api_key: str | None = None,
+    stub_url: str | None = None, api_key: str | None = None, log_in: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    return {
+    """What bench/echo_bot.py reads. With ``log_in`` it logs in with the account's password and
+    creates a device of its own (as the bot does at start-up); otherwise it takes over the
+    account's access token and device."""
+    spec = {
         "homeserver": homeserver, "user_id": account.user_id, "device_id": account.device_id,
         "access_token": account.access_token, "store": str(store), "mode": mode,
         "encryption": encryption, "stub_url": stub_url, "api_key": api_key,
     }  # fmt: skip
+    if log_in:
+        spec.update(device_id=None, access_token=None, password=account.password)
+    return spec
+
+
+def bot_process(
+    synapse: Any, account: Any, workdir: Path, *, name: str = "bot", data_dir: Path | None = None,
+    **config: Any,
+) -> BotProcess:  # fmt: skip
+    """The bot for ``account``, not launched yet: its config ``<name>.toml`` (``config`` as
+    ``write_bot_config()`` takes it) and its log ``<name>.log`` in ``workdir``, its data in
+    ``data_dir`` (``workdir/data`` unless given)."""
+    path = write_bot_config(
+        workdir / f"{name}.toml", synapse, account, data_dir or workdir / "data", **config
+    )
+    return BotProcess(path, account.user_id, log_path=workdir / f"{name}.log")
+
+
+def echo_process(synapse: Any, account: Any, workdir: Path, *, name: str = "echo",
+                 **spec: Any) -> EchoBot:  # fmt: skip
+    """The echo bot (or relay) for ``account``, not launched yet: its store ``<name>-store``, spec
+    and log in ``workdir``; ``spec`` as ``echo_spec()`` takes it."""
+    return EchoBot(echo_spec(synapse.base_url, account, workdir / f"{name}-store", **spec),
+                   workdir=workdir, name=name)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def running_synapse(
+    workdir: Path, *, start_timeout: float = 60, **options: Any
+) -> AsyncIterator[Any]:
+    """The harness's Synapse (tests/harness/synapse.py) in ``workdir/synapse``, relaxed rate limits
+    unless ``options`` say otherwise, stopped on the way out."""
+    from tests.harness.synapse import SynapseServer
+
+    synapse = SynapseServer(workdir / "synapse", **{"relaxed_rate_limits": True, **options})
+    await asyncio.to_thread(synapse.start, start_timeout)
+    try:
+        yield synapse
+    finally:
+        await asyncio.to_thread(synapse.stop)
+
+
+async def close_all(members: Iterable[Any], *processes: ChildProcess | None) -> None:
+    """At the end of a run: the members' clients (closed at once, whatever fails), then each
+    process that was made, in order."""
+    await asyncio.gather(*(m.close() for m in members), return_exceptions=True)
+    for process in processes:
+        if process is not None:
+            await process.close()
+
+
+def stub_gpt(stub: Any, api_key: str) -> dict[str, Any]:
+    """The bot's ``[gpt]`` section for the project's model stub (tests/harness/llm_stub.py)."""
+    return {"base_url": stub.base_url, "api_key": api_key, "model": "stub-model",
+            "max_retries": 0, "timeout": 30}  # fmt: skip
+
+
+async def link_members(database_url: str, user_ids: Iterable[str]) -> None:
+    """The bot's store migrated to head and each member linked to an SSO identity (the
+    assistant requires it), before the bot starts: no "you are linked" notice races the run."""
+    from bot.store.database import Database
+    from bot.store.migrate import upgrade_to_head
+    from tests.harness.linking import link
+
+    db = Database(database_url)
+    try:
+        await upgrade_to_head(db)
+        for user_id in user_ids:
+            await link(db, user_id)
+    finally:
+        await db.close()
 
 
 # -- members -----------------------------------------------------------------------------------------
@@ -476,6 +645,44 @@ async def round_trip(
         sent=sent,
         seen=seen,
     )
+
+
+@dataclass
+class Target:
+    """Where a member sends a command and who answers it."""
+
+    room: str
+    responder: str
+    body: str = "!ping"
+
+
+@dataclass
+class Rounds:
+    trips: dict[str, list[RoundTrip]]  # by target
+    cpu: dict[str, float]  # CPU seconds used during the rounds, by process
+    wall: float  # seconds the rounds took
+
+
+async def rounds_in_turn(
+    member: Any, targets: Mapping[str, Target], rounds: int, *, warm_up: int = 0,
+    cpu_of: Mapping[str, int | Callable[[], float]] | None = None,
+) -> Rounds:  # fmt: skip
+    """``warm_up`` round trips to each target (not kept), then ``rounds`` rounds of one round
+    trip to each, one after another, in an order that rotates every round (with two targets it
+    alternates: neither is always first). ``cpu_of``: the processes whose CPU the rounds count."""
+    for _ in range(warm_up):
+        for target in targets.values():
+            await round_trip(member, target.room, target.responder, target.body)
+    keys = list(targets)
+    trips: dict[str, list[RoundTrip]] = {key: [] for key in keys}
+    cpu = CpuMeter(cpu_of or {})
+    started = time.monotonic()
+    for i in range(rounds):
+        for key in keys[i % len(keys) :] + keys[: i % len(keys)]:
+            target = targets[key]
+            trips[key].append(await round_trip(member, target.room, target.responder, target.body))
+    wall = time.monotonic() - started
+    return Rounds(trips, cpu.used(), wall)
 
 
 def split(trips: Sequence[RoundTrip]) -> str:

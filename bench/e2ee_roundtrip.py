@@ -4,22 +4,27 @@ client. Target: encrypted p50 / plain p50 <= 1.3."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Outcome, median, percentile, quiet_logging, report, seconds
+from bench.common import (
+    Outcome,
+    bench_main,
+    median,
+    percentile,
+    run_benchmark,
+    running_synapse,
+    seconds,
+)
 from tests.harness.bot import RunningBot, bot_config, write_config
 from tests.harness.matrix_user import TestUser
-from tests.harness.synapse import SynapseServer
 
 NAME = "e2ee round trip"
+METRIC = "encrypted p50 / plain p50"
 ROUNDS = 30
 TARGET = 1.3
 
@@ -35,9 +40,7 @@ async def _round_trips(user: TestUser, room: str, bot_id: str, rounds: int) -> l
 
 
 async def measure(workdir: Path, rounds: int) -> Outcome:
-    synapse = SynapseServer(workdir / "synapse", relaxed_rate_limits=True)
-    await asyncio.to_thread(synapse.start)
-    try:
+    async with running_synapse(workdir, start_timeout=30) as synapse:
         bot_account = synapse.fresh_account("bot")
         sections = bot_config(synapse, bot_account, workdir / "data", encryption=True)
         config = write_config(workdir / "config.toml", sections)
@@ -66,11 +69,9 @@ async def measure(workdir: Path, rounds: int) -> Outcome:
                 )  # fmt: skip
         finally:
             await bot.stop()
-    finally:
-        await asyncio.to_thread(synapse.stop)
     ratio = median(encrypted) / median(plain)
     return Outcome(
-        NAME, "encrypted p50 / plain p50", ratio, TARGET,
+        NAME, METRIC, ratio, TARGET,
         details=[
             ("rounds each", str(rounds)),
             ("plain p50", seconds(median(plain))),
@@ -84,32 +85,13 @@ async def measure(workdir: Path, rounds: int) -> Outcome:
     )  # fmt: skip
 
 
-async def _in_tempdir(rounds: int) -> Outcome:
-    with tempfile.TemporaryDirectory(prefix="bench-e2ee-") as tmp:
-        async with asyncio.timeout(600):
-            return await measure(Path(tmp), rounds)
-
-
 def run(rounds: int = ROUNDS) -> Outcome:
-    quiet_logging()
-    try:
-        return asyncio.run(_in_tempdir(rounds))
-    except Exception as problem:
-        return Outcome(
-            NAME,
-            "encrypted p50 / plain p50",
-            None,
-            TARGET,
-            error=f"{type(problem).__name__}: {problem}",
-        )
+    failed = Outcome(NAME, METRIC, None, TARGET)
+    return run_benchmark(measure, rounds, prefix="bench-e2ee-", timeout=600, failed=failed)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
-    outcome = run(parser.parse_args(argv).rounds)
-    print(report(outcome))
-    return 0 if outcome.passed else 1
+    return bench_main(__doc__, run, argv, rounds=ROUNDS)
 
 
 if __name__ == "__main__":

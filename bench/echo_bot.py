@@ -6,7 +6,9 @@
   answer as one ``m.notice``: the floor of the bot's assistant, without typing notices,
   placeholders, edits, history, quotas or a database.
 
-Either joins every room it is invited to. Each message is handled in a task of its own, so a
+Either joins every room it is invited to. It takes over the account's access token and device,
+or, given a ``password`` instead, logs in and creates a device of its own (as the bot does when it
+starts: bench/startup.py times it so). Each message is handled in a task of its own, so a
 slow answer never holds up the sync (a minimal but not a naive client). With ``encryption``, the
 client keeps its keys in ``store`` and uploads them as the bot does, so both pay for the same
 crypto housekeeping per sync; the rooms of the benchmarks are plain.
@@ -21,10 +23,12 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import nio
+
+if TYPE_CHECKING:
+    import httpx
 
 LONG_POLL_MS = 30_000
 
@@ -34,13 +38,22 @@ async def serve(spec: dict[str, Any]) -> None:
     store = Path(spec["store"])  # made by main()
     config = nio.AsyncClientConfig(encryption_enabled=encryption, store_sync_tokens=False)
     client = nio.AsyncClient(
-        spec["homeserver"], spec["user_id"], device_id=spec["device_id"],
+        spec["homeserver"], spec["user_id"], device_id=spec.get("device_id"),
         store_path=str(store), config=config,
     )  # fmt: skip
-    client.restore_login(spec["user_id"], spec["device_id"], spec["access_token"])
+    if spec.get("access_token"):
+        client.restore_login(spec["user_id"], spec["device_id"], spec["access_token"])
+    else:
+        logged_in = await client.login(spec["password"], device_name="echo bot")
+        if not isinstance(logged_in, nio.LoginResponse):
+            raise RuntimeError(f"login failed: {logged_in}")
     me = spec["user_id"]
     tasks: set[asyncio.Task[Any]] = set()
-    http = httpx.AsyncClient(timeout=60) if spec.get("mode") == "relay" else None
+    http: httpx.AsyncClient | None = None
+    if spec.get("mode") == "relay":  # imported only here: an echo bot does not need it
+        import httpx
+
+        http = httpx.AsyncClient(timeout=60)
 
     def soon(coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)

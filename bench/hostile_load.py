@@ -21,7 +21,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,22 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT, Outcome, median, percentile, quiet_logging, report, seconds
+from bench.common import (
+    REPO_ROOT,
+    CpuMeter,
+    Outcome,
+    counted,
+    finish,
+    link_members,
+    median,
+    options,
+    percentile,
+    round_trip,
+    run_benchmark,
+    running_synapse,
+    seconds,
+    stub_gpt,
+)
 
 if TYPE_CHECKING:
     from tests.harness.loop_lag import LoopLag
@@ -212,39 +226,12 @@ class Ping:
 
 
 async def _ping(user: TestUser, room: str, bot_id: str) -> Ping:
-    started, started_wall = time.monotonic(), time.time()
-    ping_id = await user.send_text(room, "!ping")
-
-    def is_pong(event: dict[str, Any]) -> bool:
-        relates = event["content"].get("m.relates_to") or {}
-        return (
-            event["sender"] == bot_id
-            and (relates.get("m.in_reply_to") or {}).get("event_id") == ping_id
-        )
-
     try:
-        pong = await user.wait_for_event(room, is_pong, PING_TIMEOUT_S, after_event_id=ping_id)
+        trip = await round_trip(user, room, bot_id, timeout=PING_TIMEOUT_S)
     except TimeoutError:
         return Ping(PING_TIMEOUT_S, None, None, None, answered=False)
-    total, seen_wall = time.monotonic() - started, time.time()
-    ping_ts = next(
-        (e["origin_server_ts"] / 1000 for e in user.events(room) if e.get("event_id") == ping_id),
-        None,
-    )
-    pong_ts = pong["origin_server_ts"] / 1000
-    return Ping(
-        total,
-        to_server=None if ping_ts is None else ping_ts - started_wall,
-        bot=None if ping_ts is None else pong_ts - ping_ts,
-        back=seen_wall - pong_ts,
-        answered=str(pong["content"].get("body", "")).startswith("Pong!"),
-    )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return Ping(trip.total, trip.to_server, trip.handling, trip.back,
+                answered=trip.body.startswith("Pong!"))  # fmt: skip
 
 
 @dataclass
@@ -348,7 +335,8 @@ class Stage:
 
 async def _block(stage: Stage, phase: Phase, pings: int, lag: LoopLag) -> None:
     """A's pings, the bot's and (every other round) the echo client's, one after another."""
-    cpu = (cpu_seconds(stage.synapse_pid), time.process_time(), cpu_seconds(stage.worker_pid))
+    cpu = CpuMeter({"synapse": stage.synapse_pid, "own": time.process_time,
+                    "worker": stage.worker_pid})  # fmt: skip
     late, stacks = len(lag.late), len(lag.stacks)
     started = time.monotonic()
     lag.take()
@@ -360,31 +348,34 @@ async def _block(stage: Stage, phase: Phase, pings: int, lag: LoopLag) -> None:
     phase.worst_lag = max(phase.worst_lag, lag.take())
     phase.late += len(lag.late) - late
     phase.stalls += [_innermost(st) for st in lag.stacks[stacks:]]
-    phase.synapse_cpu += cpu_seconds(stage.synapse_pid) - cpu[0]
-    phase.own_cpu += time.process_time() - cpu[1]
-    phase.worker_cpu += cpu_seconds(stage.worker_pid) - cpu[2]
+    used = cpu.used()
+    phase.synapse_cpu += used["synapse"]
+    phase.own_cpu += used["own"]
+    phase.worker_cpu += used["worker"]
 
 
 async def measure(workdir: Path, blocks: int, pings: int, rate: float) -> Measurement:
+    warnings: collections.Counter[str] = collections.Counter()
+    _count_warnings(warnings)
+    setup_started = time.monotonic()
+    async with running_synapse(workdir) as synapse:
+        return await _measure_on(synapse, workdir, blocks, pings, rate, warnings, setup_started)
+
+
+async def _measure_on(
+    synapse: Any, workdir: Path, blocks: int, pings: int, rate: float,
+    warnings: collections.Counter[str], setup_started: float,
+) -> Measurement:  # fmt: skip
     from nio import RoomPreset
 
-    from bot.store.database import Database
-    from bot.store.migrate import upgrade_to_head
     from tests.harness.bot import RunningBot, bot_config, write_config
-    from tests.harness.linking import link
     from tests.harness.llm_stub import LlmStub
     from tests.harness.loop_lag import LoopLag
     from tests.harness.matrix_user import TestUser, default_client_config
-    from tests.harness.synapse import SynapseServer
     from tests.integration.test_hostile_members import payloads
 
     # Plain rooms, no encryption in the members' clients (B logs in twice with one device).
     plain = default_client_config(encryption_enabled=False)
-    warnings: collections.Counter[str] = collections.Counter()
-    _count_warnings(warnings)
-    setup_started = time.monotonic()
-    synapse = SynapseServer(workdir / "synapse", relaxed_rate_limits=True)
-    await asyncio.to_thread(synapse.start, 60)
     assert synapse.process is not None
     # A short constant answer: what is measured is the bot's handling, not the stub echoing 56 KB.
     stub = LlmStub(api_key=API_KEY, reply="Noted.", chunk_delay=0)
@@ -396,22 +387,14 @@ async def measure(workdir: Path, blocks: int, pings: int, rate: float) -> Measur
         bot_account, a_account, b_account, echo_account = await asyncio.to_thread(
             lambda: [synapse.fresh_account(p) for p in ("bot", "alice", "mallory", "echo")]
         )
-        gpt = {"base_url": stub.base_url, "api_key": API_KEY, "model": "stub-model",
-               "max_retries": 0, "timeout": 30}  # fmt: skip
         config = bot_config(
             synapse, bot_account, workdir / "data",
-            extra={"gpt": gpt, "logging": {"level": "warning"}},
+            extra={"gpt": stub_gpt(stub, API_KEY), "logging": {"level": "warning"}},
         )  # fmt: skip
         bot = RunningBot(write_config(workdir / "config.toml", config), bot_account)
         # Both linked to an SSO identity, as in the hostile-members test: B's messages reach the
         # chat relay and its quota, not only the "please log in" answer.
-        db = Database(bot.config.database.url)
-        try:
-            await upgrade_to_head(db)
-            for account in (a_account, b_account):
-                await link(db, account.user_id)
-        finally:
-            await db.close()
+        await link_members(bot.config.database.url, (a_account.user_id, b_account.user_id))
         await bot.start(ready_timeout=60)
         bot_id = bot.user_id
 
@@ -501,7 +484,6 @@ async def measure(workdir: Path, blocks: int, pings: int, rate: float) -> Measur
         if bot is not None:
             await bot.stop()
         await stub.stop()
-        await asyncio.to_thread(synapse.stop)
 
 
 def _innermost(stack: str, frames: int = 3) -> str:
@@ -589,9 +571,7 @@ def outcome(m: Measurement, blocks: int, pings: int, rate: float) -> Outcome:
                 where = "waiting in select (the process was not scheduled, or another thread held the GIL)"
             notes.append(f"{label} loop stall over 80 ms ({n}x): {where}")
     if m.warnings:
-        notes.append("bot log lines at warning and above: " + ", ".join(
-            f"{what} x{n}" for what, n in m.warnings.most_common(8)
-        ))  # fmt: skip
+        notes.append("bot log lines at warning and above: " + counted(m.warnings.most_common(8)))
     return Outcome(
         NAME, METRIC, ratio, TARGET, details=details, notes=notes,
         extra_checks=[
@@ -602,24 +582,19 @@ def outcome(m: Measurement, blocks: int, pings: int, rate: float) -> Outcome:
     )  # fmt: skip
 
 
-async def _in_tempdir(blocks: int, pings: int, rate: float) -> Outcome:
-    with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
-        async with asyncio.timeout(600):
-            measured = await measure(Path(tmp), blocks, pings, rate)
-            return outcome(measured, blocks, pings, rate)
+async def _evaluated(workdir: Path, blocks: int, pings: int, rate: float) -> Outcome:
+    return outcome(await measure(workdir, blocks, pings, rate), blocks, pings, rate)
 
 
 def run(blocks: int = BLOCKS, pings: int = PINGS, rate: float = RATE) -> Outcome:
-    quiet_logging()
-    try:
-        return asyncio.run(_in_tempdir(blocks, pings, rate))
-    except Exception as problem:
-        return Outcome(NAME, METRIC, None, TARGET, error=f"{type(problem).__name__}: {problem}")
+    failed = Outcome(NAME, METRIC, None, TARGET)
+    return run_benchmark(
+        _evaluated, blocks, pings, rate, prefix="bench-hostile-", timeout=600, failed=failed
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--blocks", type=int, default=BLOCKS)
+    parser = options(__doc__, blocks=BLOCKS)
     parser.add_argument("--pings", type=int, default=PINGS, help="of member A per block")
     parser.add_argument(
         "--rate", type=float, default=RATE,
@@ -630,9 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         asyncio.run(_worker(json.loads(Path(args.worker).read_text())))
         return 0
-    outcome = run(args.blocks, args.pings, args.rate)
-    print(report(outcome))
-    return 0 if outcome.passed else 1
+    return finish(run(args.blocks, args.pings, args.rate))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,8 @@ Run alone: ``.venv/bin/python bench/many_rooms.py [--rooms N] [--few N] [--round
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,8 +27,12 @@ import httpx
 from bench.common import (
     BotProcess,
     Outcome,
-    RoundTrip,
-    cpu_seconds,
+    Target,
+    bench_main,
+    bot_process,
+    close_all,
+    counted,
+    cpu_text,
     log_in,
     median,
     memory_kib,
@@ -38,15 +40,14 @@ from bench.common import (
     open_dm,
     p50_p95,
     percentile,
-    quiet_logging,
     register,
-    report,
-    round_trip,
+    rounds_in_turn,
+    run_benchmark,
+    running_synapse,
     seconds,
     split,
-    write_bot_config,
 )
-from tests.harness.synapse import MatrixAccount, SynapseServer
+from tests.harness.synapse import MatrixAccount
 
 NAME = "many rooms"
 ROOMS = 300
@@ -85,48 +86,36 @@ async def _rooms_for(http: httpx.AsyncClient, owner: MatrixAccount, bot: MatrixA
 
 
 async def measure(workdir: Path, rooms: int, few: int, rounds: int) -> Outcome:
-    synapse = SynapseServer(workdir / "synapse", relaxed_rate_limits=True)
-    await asyncio.to_thread(synapse.start, 60)
-    bots: dict[str, BotProcess] = {}
-    members = []
-    try:
-        assert synapse.process is not None
-        many_account, few_account, owner, member_account = await register(synapse, "r", 4)
-        started = time.monotonic()
-        async with httpx.AsyncClient(base_url=synapse.base_url, timeout=120) as http:
-            await _rooms_for(http, owner, many_account, rooms - 1, "many")
-            await _rooms_for(http, owner, few_account, few - 1, "few")
-        rooms_s = time.monotonic() - started
-        for key, account in (("many", many_account), ("few", few_account)):
-            config = write_bot_config(
-                workdir / f"{key}.toml", synapse, account, workdir / f"data-{key}"
-            )
-            bots[key] = BotProcess(config, account.user_id, log_path=workdir / f"{key}.log")
-        ready = await asyncio.gather(*(b.start(ready_timeout=180) for b in bots.values()))
-        ready_s = {key: line.monotonic - b.launched_monotonic
-                   for (key, b), line in zip(bots.items(), ready, strict=True)}  # fmt: skip
-        members = await log_in(synapse, [member_account])
-        member = members[0]
-        dms = {key: await open_dm(member, b.user_id) for key, b in bots.items()}
-        for _ in range(WARM_UP):
-            for key, b in bots.items():
-                await round_trip(member, dms[key], b.user_id)
-        pids = {"Synapse": synapse.process.pid, **{f"bot in {key}": b.pid
-                                                   for key, b in bots.items()}}  # fmt: skip
-        cpu = {what: cpu_seconds(pid) for what, pid in pids.items()}
-        trips: dict[str, list[RoundTrip]] = {"many": [], "few": []}
-        for i in range(rounds):
-            for key in ("many", "few") if i % 2 == 0 else ("few", "many"):
-                trips[key].append(await round_trip(member, dms[key], bots[key].user_id))
-        cpu = {what: cpu_seconds(pids[what]) - before for what, before in cpu.items()}
-        rss = {key: memory_kib(b.pid)["VmRSS"] for key, b in bots.items()}
-        problems = {key: b.problems() for key, b in bots.items()}
-    finally:
-        await asyncio.gather(*(m.close() for m in members), return_exceptions=True)
-        for b in bots.values():
-            await b.close()
-        await asyncio.to_thread(synapse.stop)
+    async with running_synapse(workdir) as synapse:
+        bots: dict[str, BotProcess] = {}
+        members = []
+        try:
+            assert synapse.process is not None
+            many_account, few_account, owner, member_account = await register(synapse, "r", 4)
+            started = time.monotonic()
+            async with httpx.AsyncClient(base_url=synapse.base_url, timeout=120) as http:
+                await _rooms_for(http, owner, many_account, rooms - 1, "many")
+                await _rooms_for(http, owner, few_account, few - 1, "few")
+            rooms_s = time.monotonic() - started
+            for key, account in (("many", many_account), ("few", few_account)):
+                bots[key] = bot_process(synapse, account, workdir, name=key,
+                                        data_dir=workdir / f"data-{key}")  # fmt: skip
+            ready = await asyncio.gather(*(b.start(ready_timeout=180) for b in bots.values()))
+            ready_s = {key: line.monotonic - b.launched_monotonic
+                       for (key, b), line in zip(bots.items(), ready, strict=True)}  # fmt: skip
+            members = await log_in(synapse, [member_account])
+            member = members[0]
+            targets = {key: Target(await open_dm(member, b.user_id), b.user_id)
+                       for key, b in bots.items()}  # fmt: skip
+            pids = {"Synapse": synapse.process.pid,
+                    **{f"bot in {key}": b.pid for key, b in bots.items()}}  # fmt: skip
+            done = await rounds_in_turn(member, targets, rounds, warm_up=WARM_UP, cpu_of=pids)
+            rss = {key: memory_kib(b.pid)["VmRSS"] for key, b in bots.items()}
+            problems = {key: b.problems() for key, b in bots.items()}
+        finally:
+            await close_all(members, *bots.values())
 
+    trips = done.trips
     times = {key: [t.total for t in ts] for key, ts in trips.items()}
     ratio = median(times["many"]) / median(times["few"])
     label = {"many": f"{rooms} rooms", "few": f"{few} rooms"}
@@ -140,12 +129,11 @@ async def measure(workdir: Path, rooms: int, few: int, rounds: int) -> Outcome:
             ("  split p50", split(trips[key])),
             ("  launch -> bot.ready", seconds(ready_s[key])),
             ("  RSS after the rounds", mib(rss[key])),
-            ("  log lines at warning and above",
-             ", ".join(f"{k} x{n}" for k, n in problems[key].most_common(4)) or "none"),
+            ("  log lines at warning and above", counted(problems[key].most_common(4))),
         ]  # fmt: skip
     details += [
         ("ratio p95", f"{percentile(times['many'], 95) / percentile(times['few'], 95):.3f}"),
-        ("CPU during the rounds", ", ".join(f"{w} {s:.2f} s" for w, s in cpu.items())),
+        ("CPU during the rounds", cpu_text(done.cpu)),
     ]
     pongs = all(t.body.startswith("Pong!") for ts in trips.values() for t in ts)
     return Outcome(
@@ -160,31 +148,15 @@ async def measure(workdir: Path, rooms: int, few: int, rounds: int) -> Outcome:
     )  # fmt: skip
 
 
-async def _in_tempdir(rooms: int, few: int, rounds: int) -> Outcome:
-    with tempfile.TemporaryDirectory(prefix="bench-rooms-") as tmp:
-        async with asyncio.timeout(900):
-            return await measure(Path(tmp), rooms, few, rounds)
-
-
 def run(rooms: int = ROOMS, few: int = FEW, rounds: int = ROUNDS) -> Outcome:
-    quiet_logging()
-    try:
-        return asyncio.run(_in_tempdir(rooms, few, rounds))
-    except Exception as problem:
-        return Outcome(
-            NAME, metric(rooms, few), None, TARGET, error=f"{type(problem).__name__}: {problem}"
-        )
+    failed = Outcome(NAME, metric(rooms, few), None, TARGET)
+    return run_benchmark(
+        measure, rooms, few, rounds, prefix="bench-rooms-", timeout=900, failed=failed
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rooms", type=int, default=ROOMS)
-    parser.add_argument("--few", type=int, default=FEW)
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
-    args = parser.parse_args(argv)
-    outcome = run(args.rooms, args.few, args.rounds)
-    print(report(outcome))
-    return 0 if outcome.passed else 1
+    return bench_main(__doc__, run, argv, rooms=ROOMS, few=FEW, rounds=ROUNDS)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,10 @@ Run alone: ``.venv/bin/python bench/member_search.py [--members N] [--rounds N]`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,25 +33,26 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    BotProcess,
     Figure,
     Outcome,
-    RoundTrip,
+    Target,
+    bench_main,
+    bot_process,
+    close_all,
     community_bot_command,
+    counted,
     log_in,
     open_dm,
     p50_p95,
     percentile,
-    quiet_logging,
     register,
-    report,
-    round_trip,
+    rounds_in_turn,
+    run_benchmark,
+    running_synapse,
     seconds,
     split,
-    write_bot_config,
 )
 from tests.harness.postgres import PostgresServer
-from tests.harness.synapse import SynapseServer
 
 NAME = "member search (PostgreSQL)"
 MEMBERS = 100_000
@@ -123,49 +122,39 @@ def _matches(body: str) -> int | None:
 
 async def measure(workdir: Path, members_count: int, rounds: int) -> Outcome:
     postgres = PostgresServer(workdir / "pg")
-    synapse = SynapseServer(workdir / "synapse", relaxed_rate_limits=True)
-    bot = None
-    clients = []
     try:
         await asyncio.to_thread(postgres.start)
         url = await asyncio.to_thread(postgres.create_database, "bot")
-        await asyncio.to_thread(synapse.start, 60)
-        bot_account, admin_account = await register(synapse, "q", 2)
-        config = write_bot_config(
-            workdir / "bot.toml", synapse, bot_account, workdir / "data",
-            admins=[admin_account.user_id], database_url=url,
-        )  # fmt: skip
-        started = time.monotonic()
-        migrate = await asyncio.to_thread(
-            subprocess.run, [*community_bot_command(), "migrate", "--config", str(config)],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        if migrate.returncode != 0:
-            raise RuntimeError(f"community-bot migrate failed: {migrate.stderr[-2000:]}")
-        migrate_s = time.monotonic() - started
-        started = time.monotonic()
-        await generate(url, members_count)
-        generate_s = time.monotonic() - started
-        bot = BotProcess(config, bot_account.user_id, log_path=workdir / "bot.log")
-        await bot.start()
-        clients = await log_in(synapse, [admin_account])
-        admin = clients[0]
-        room = await open_dm(admin, bot.user_id)
-        commands = {"ping": "!ping", **{k: f"!users {q}" for k, q in QUERIES.items()}}
-        for _ in range(WARM_UP):
-            for command in commands.values():
-                await round_trip(admin, room, bot.user_id, command)
-        trips: dict[str, list[RoundTrip]] = {key: [] for key in commands}
-        keys = list(commands)
-        for i in range(rounds):
-            for key in keys[i % len(keys) :] + keys[: i % len(keys)]:  # rotating order
-                trips[key].append(await round_trip(admin, room, bot.user_id, commands[key]))
-        problems = bot.problems()
+        async with running_synapse(workdir) as synapse:
+            bot = None
+            clients = []
+            try:
+                bot_account, admin_account = await register(synapse, "q", 2)
+                bot = bot_process(synapse, bot_account, workdir, admins=[admin_account.user_id],
+                                  database_url=url)  # fmt: skip
+                started = time.monotonic()
+                migrate = await asyncio.to_thread(
+                    subprocess.run,
+                    [*community_bot_command(), "migrate", "--config", str(bot.config_path)],
+                    capture_output=True, text=True, timeout=120, check=False,
+                )  # fmt: skip
+                if migrate.returncode != 0:
+                    raise RuntimeError(f"community-bot migrate failed: {migrate.stderr[-2000:]}")
+                migrate_s = time.monotonic() - started
+                started = time.monotonic()
+                await generate(url, members_count)
+                generate_s = time.monotonic() - started
+                await bot.start()
+                clients = await log_in(synapse, [admin_account])
+                admin = clients[0]
+                room = await open_dm(admin, bot.user_id)
+                commands = {"ping": "!ping", **{k: f"!users {q}" for k, q in QUERIES.items()}}
+                targets = {key: Target(room, bot.user_id, body) for key, body in commands.items()}
+                trips = (await rounds_in_turn(admin, targets, rounds, warm_up=WARM_UP)).trips
+                problems = bot.problems()
+            finally:
+                await close_all(clients, bot)
     finally:
-        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-        if bot is not None:
-            await bot.close()
-        await asyncio.to_thread(synapse.stop)
         await asyncio.to_thread(postgres.stop)
 
     times = {key: [t.total for t in ts] for key, ts in trips.items()}
@@ -194,9 +183,8 @@ async def measure(workdir: Path, members_count: int, rounds: int) -> Outcome:
         ]  # fmt: skip
     details += [
         ("!ping split p50", split(trips["ping"])),
-        ("bot log lines at warning and above",
-         ", ".join(f"{k} x{n}" for k, n in problems.most_common(5)) or "none"),
-    ]  # fmt: skip
+        ("bot log lines at warning and above", counted(problems.most_common(5))),
+    ]
     return Outcome(
         NAME, figure("few"), ratios["few"], TARGET,
         figures=[Figure(figure(k), ratios[k], TARGET) for k in ("thousands", "none")],
@@ -213,31 +201,15 @@ async def measure(workdir: Path, members_count: int, rounds: int) -> Outcome:
     )  # fmt: skip
 
 
-async def _in_tempdir(members: int, rounds: int) -> Outcome:
-    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
-        async with asyncio.timeout(900):
-            return await measure(Path(tmp), members, rounds)
-
-
 def run(members: int = MEMBERS, rounds: int = ROUNDS) -> Outcome:
-    quiet_logging()
-    try:
-        return asyncio.run(_in_tempdir(members, rounds))
-    except Exception as problem:
-        return Outcome(
-            NAME, "!users p95 / !ping p95, few", None, TARGET,
-            error=f"{type(problem).__name__}: {problem}",
-        )  # fmt: skip
+    failed = Outcome(NAME, "!users p95 / !ping p95, few", None, TARGET)
+    return run_benchmark(
+        measure, members, rounds, prefix="bench-search-", timeout=900, failed=failed
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--members", type=int, default=MEMBERS)
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
-    args = parser.parse_args(argv)
-    outcome = run(args.members, args.rounds)
-    print(report(outcome))
-    return 0 if outcome.passed else 1
+    return bench_main(__doc__, run, argv, members=MEMBERS, rounds=ROUNDS)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,8 @@ Run alone: ``.venv/bin/python bench/memory.py [--commands N]``."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,22 +26,23 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    BotProcess,
     Figure,
     Outcome,
     RoundTrip,
+    bench_main,
+    bot_process,
+    close_all,
+    counted,
     log_in,
     memory_kib,
     mib,
     p50_p95,
-    quiet_logging,
     register,
-    report,
     round_trip,
-    write_bot_config,
+    run_benchmark,
+    running_synapse,
 )
 from tests.harness.matrix_user import TestUser
-from tests.harness.synapse import SynapseServer
 
 NAME = "memory"
 METRIC = "idle RSS 10 s after ready"
@@ -68,36 +67,31 @@ async def _all_ping(
 
 
 async def measure(workdir: Path, commands: int) -> Outcome:
-    synapse = SynapseServer(workdir / "synapse", relaxed_rate_limits=True)
-    await asyncio.to_thread(synapse.start, 60)
-    bot = None
-    members = []
-    try:
-        bot_account, *accounts = await register(synapse, "m", 1 + MEMBERS)
-        config = write_bot_config(workdir / "bot.toml", synapse, bot_account, workdir / "data")
-        bot = BotProcess(config, bot_account.user_id, log_path=workdir / "bot.log")
-        members = await log_in(synapse, accounts)
-        rooms = [await m.create_room(invite=[bot.user_id], is_direct=True) for m in members]
-        ready = await bot.start()
-        at_ready = memory_kib(bot.pid)
-        for member, room in zip(members, rooms, strict=True):
-            await member.wait_for_membership(room, bot.user_id, "join", timeout=60)
-        await asyncio.sleep(max(0.0, ready.monotonic + IDLE_S - time.monotonic()))
-        idle = memory_kib(bot.pid)
-        each = commands // MEMBERS
-        first_each = max(1, each // 10)
-        trips = await _all_ping(members, rooms, bot.user_id, first_each)
-        after_first = memory_kib(bot.pid)
-        trips += await _all_ping(members, rooms, bot.user_id, each - first_each)
-        right_after = memory_kib(bot.pid)
-        await asyncio.sleep(2.0)
-        after = memory_kib(bot.pid)
-        problems = bot.problems()
-    finally:
-        await asyncio.gather(*(m.close() for m in members), return_exceptions=True)
-        if bot is not None:
-            await bot.close()
-        await asyncio.to_thread(synapse.stop)
+    async with running_synapse(workdir) as synapse:
+        bot = None
+        members = []
+        try:
+            bot_account, *accounts = await register(synapse, "m", 1 + MEMBERS)
+            bot = bot_process(synapse, bot_account, workdir)
+            members = await log_in(synapse, accounts)
+            rooms = [await m.create_room(invite=[bot.user_id], is_direct=True) for m in members]
+            ready = await bot.start()
+            at_ready = memory_kib(bot.pid)
+            for member, room in zip(members, rooms, strict=True):
+                await member.wait_for_membership(room, bot.user_id, "join", timeout=60)
+            await asyncio.sleep(max(0.0, ready.monotonic + IDLE_S - time.monotonic()))
+            idle = memory_kib(bot.pid)
+            each = commands // MEMBERS
+            first_each = max(1, each // 10)
+            trips = await _all_ping(members, rooms, bot.user_id, first_each)
+            after_first = memory_kib(bot.pid)
+            trips += await _all_ping(members, rooms, bot.user_id, each - first_each)
+            right_after = memory_kib(bot.pid)
+            await asyncio.sleep(2.0)
+            after = memory_kib(bot.pid)
+            problems = bot.problems()
+        finally:
+            await close_all(members, bot)
 
     rss_idle = idle["VmRSS"]
     growth = (after["VmRSS"] - rss_idle) / rss_idle * 100
@@ -122,8 +116,7 @@ async def measure(workdir: Path, commands: int) -> Outcome:
             (f"growth after {first_each * MEMBERS} -> after {len(trips)}", f"{steady:+.2f} %"),
             ("commands answered with a pong", f"{pongs} of {len(trips)}"),
             ("round trip p50 / p95", p50_p95([t.total for t in trips])),
-            ("bot log lines at warning and above",
-             ", ".join(f"{k} x{n}" for k, n in problems.most_common(5)) or "none"),
+            ("bot log lines at warning and above", counted(problems.most_common(5))),
         ],
         notes=[
             "VmRSS of the bot's process (/proc/<pid>/status); absolute budgets, not ratios",
@@ -134,30 +127,14 @@ async def measure(workdir: Path, commands: int) -> Outcome:
     )  # fmt: skip
 
 
-async def _in_tempdir(commands: int) -> Outcome:
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        async with asyncio.timeout(600):
-            return await measure(Path(tmp), commands)
-
-
 def run(commands: int = COMMANDS) -> Outcome:
-    quiet_logging()
-    try:
-        return asyncio.run(_in_tempdir(commands))
-    except Exception as problem:
-        return Outcome(
-            NAME, METRIC, None, TARGET_MIB, unit="MiB",
-            figures=[Figure(GROWTH_METRIC, None, TARGET_GROWTH_PCT, unit="%")],
-            error=f"{type(problem).__name__}: {problem}",
-        )  # fmt: skip
+    failed = Outcome(NAME, METRIC, None, TARGET_MIB, unit="MiB",
+                     figures=[Figure(GROWTH_METRIC, None, TARGET_GROWTH_PCT, unit="%")])  # fmt: skip
+    return run_benchmark(measure, commands, prefix="bench-memory-", timeout=600, failed=failed)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--commands", type=int, default=COMMANDS)
-    outcome = run(parser.parse_args(argv).commands)
-    print(report(outcome))
-    return 0 if outcome.passed else 1
+    return bench_main(__doc__, run, argv, commands=COMMANDS)
 
 
 if __name__ == "__main__":

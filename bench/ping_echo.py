@@ -10,36 +10,33 @@ Run alone: ``.venv/bin/python bench/ping_echo.py [--rounds N]``."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    BotProcess,
-    EchoBot,
     Outcome,
-    RoundTrip,
-    cpu_seconds,
-    echo_spec,
+    Target,
+    bench_main,
+    bot_process,
+    close_all,
+    counted,
+    cpu_text,
+    echo_process,
     log_in,
     median,
     open_dm,
     p50_p95,
     percentile,
-    quiet_logging,
     register,
-    report,
-    round_trip,
+    rounds_in_turn,
+    run_benchmark,
+    running_synapse,
     split,
-    write_bot_config,
 )
-from tests.harness.synapse import SynapseServer
 
 NAME = "ping vs echo bot"
 METRIC = "!ping p50 bot / echo bot"
@@ -49,46 +46,28 @@ WARM_UP = 5
 
 
 async def measure(workdir: Path, rounds: int) -> Outcome:
-    synapse = SynapseServer(workdir / "synapse", relaxed_rate_limits=True)
-    await asyncio.to_thread(synapse.start, 60)
-    bot = echo = None
-    members = []
-    try:
-        assert synapse.process is not None
-        bot_account, echo_account, member_account = await register(synapse, "b", 3)
-        config = write_bot_config(workdir / "bot.toml", synapse, bot_account, workdir / "data")
-        bot = BotProcess(config, bot_account.user_id, log_path=workdir / "bot.log")
-        echo = EchoBot(echo_spec(synapse.base_url, echo_account, workdir / "echo-store"),
-                       workdir=workdir)  # fmt: skip
-        await asyncio.gather(bot.start(), echo.start())
-        members = await log_in(synapse, [member_account])
-        member = members[0]
-        rooms = {
-            "bot": (await open_dm(member, bot.user_id), bot.user_id),
-            "echo": (await open_dm(member, echo.user_id), echo.user_id),
-        }
-        for _ in range(WARM_UP):
-            for room, responder in rooms.values():
-                await round_trip(member, room, responder)
-        trips: dict[str, list[RoundTrip]] = {"bot": [], "echo": []}
-        pids = {"Synapse": synapse.process.pid, "bot": bot.pid, "echo bot": echo.pid}
-        cpu = {what: cpu_seconds(pid) for what, pid in pids.items()}
-        started = time.monotonic()
-        for i in range(rounds):
-            order = ("bot", "echo") if i % 2 == 0 else ("echo", "bot")  # neither always first
-            for who in order:
-                room, responder = rooms[who]
-                trips[who].append(await round_trip(member, room, responder))
-        wall = time.monotonic() - started
-        cpu = {what: cpu_seconds(pids[what]) - before for what, before in cpu.items()}
-        problems = bot.problems()
-    finally:
-        await asyncio.gather(*(m.close() for m in members), return_exceptions=True)
-        for process in (bot, echo):
-            if process is not None:
-                await process.close()
-        await asyncio.to_thread(synapse.stop)
+    async with running_synapse(workdir) as synapse:
+        bot = echo = None
+        members = []
+        try:
+            assert synapse.process is not None
+            bot_account, echo_account, member_account = await register(synapse, "b", 3)
+            bot = bot_process(synapse, bot_account, workdir)
+            echo = echo_process(synapse, echo_account, workdir)
+            await asyncio.gather(bot.start(), echo.start())
+            members = await log_in(synapse, [member_account])
+            member = members[0]
+            targets = {
+                "bot": Target(await open_dm(member, bot.user_id), bot.user_id),
+                "echo": Target(await open_dm(member, echo.user_id), echo.user_id),
+            }
+            pids = {"Synapse": synapse.process.pid, "bot": bot.pid, "echo bot": echo.pid}
+            done = await rounds_in_turn(member, targets, rounds, warm_up=WARM_UP, cpu_of=pids)
+            problems = bot.problems()
+        finally:
+            await close_all(members, bot, echo)
 
+    trips = done.trips
     bot_times = [t.total for t in trips["bot"]]
     echo_times = [t.total for t in trips["echo"]]
     ratio = median(bot_times) / median(echo_times)
@@ -103,10 +82,8 @@ async def measure(workdir: Path, rounds: int) -> Outcome:
             ("ratio p95", f"{percentile(bot_times, 95) / percentile(echo_times, 95):.3f}"),
             ("bot split p50", split(trips["bot"])),
             ("echo bot split p50", split(trips["echo"])),
-            ("CPU during the rounds", ", ".join(f"{w} {s:.2f} s" for w, s in cpu.items())
-             + f" (in {wall:.1f} s)"),
-            ("bot log lines at warning and above",
-             ", ".join(f"{k} x{n}" for k, n in problems.most_common(5)) or "none"),
+            ("CPU during the rounds", cpu_text(done.cpu) + f" (in {done.wall:.1f} s)"),
+            ("bot log lines at warning and above", counted(problems.most_common(5))),
         ],
         notes=[
             "round trip = the member sends !ping until the reply to it is in their client",
@@ -120,26 +97,13 @@ async def measure(workdir: Path, rounds: int) -> Outcome:
     )  # fmt: skip
 
 
-async def _in_tempdir(rounds: int) -> Outcome:
-    with tempfile.TemporaryDirectory(prefix="bench-ping-") as tmp:
-        async with asyncio.timeout(600):
-            return await measure(Path(tmp), rounds)
-
-
 def run(rounds: int = ROUNDS) -> Outcome:
-    quiet_logging()
-    try:
-        return asyncio.run(_in_tempdir(rounds))
-    except Exception as problem:
-        return Outcome(NAME, METRIC, None, TARGET, error=f"{type(problem).__name__}: {problem}")
+    failed = Outcome(NAME, METRIC, None, TARGET)
+    return run_benchmark(measure, rounds, prefix="bench-ping-", timeout=600, failed=failed)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
-    outcome = run(parser.parse_args(argv).rounds)
-    print(report(outcome))
-    return 0 if outcome.passed else 1
+    return bench_main(__doc__, run, argv, rounds=ROUNDS)
 
 
 if __name__ == "__main__":

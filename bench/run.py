@@ -53,6 +53,8 @@ def summary(outcomes: list[tuple[Outcome, float]]) -> str:
         for i, figure in enumerate(outcome.all_figures):
             if outcome.error is not None:
                 verdict = "ERROR"
+            elif figure.informative:
+                verdict = "info"
             elif figure.met:
                 verdict = "PASS"
             else:
@@ -101,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     for o, _ in outcomes:
         print(o.verdict)
     failed = [o.name for o, _ in outcomes if not o.passed]
-    figures = sum(len(o.all_figures) for o, _ in outcomes)
-    missed = sum(1 for o, _ in outcomes for f in o.all_figures if o.error or not f.met)
+    targeted = [(o, f) for o, _ in outcomes for f in o.all_figures if not f.informative]
+    figures = len(targeted)
+    missed = sum(1 for o, f in targeted if o.error or not f.met)
     print(
         f"bench: {len(outcomes) - len(failed)} of {len(outcomes)} benchmarks passed, "
         f"{figures - missed} of {figures} figures on target"

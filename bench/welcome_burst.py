@@ -7,10 +7,8 @@ Value: newcomers not welcomed / newcomers (target 0). Ratio reported too: messag
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,10 +18,9 @@ if __package__ in (None, ""):
 import httpx
 import structlog
 
-from bench.common import Outcome, quiet_logging, report, seconds
+from bench.common import Outcome, bench_main, run_benchmark, running_synapse, seconds
 from tests.harness.bot import RunningBot, bot_config, write_config
 from tests.harness.matrix_user import TestUser
-from tests.harness.synapse import SynapseServer
 
 NAME = "welcome burst under default rc_message"
 JOINS = 200
@@ -57,11 +54,9 @@ async def measure(workdir: Path, joins: int) -> Outcome:
         return event
 
     structlog.configure(processors=[catch_failures, *structlog.get_config()["processors"]])
-    synapse = SynapseServer(
-        workdir / "synapse", relaxed_rate_limits=True, extra_config=DEFAULT_RC_MESSAGE
-    )
-    await asyncio.to_thread(synapse.start)
-    try:
+    async with running_synapse(
+        workdir, start_timeout=30, extra_config=DEFAULT_RC_MESSAGE
+    ) as synapse:
         owner = synapse.fresh_account("owner")
         bot_account = synapse.fresh_account("bot")
         config = write_config(workdir / "config.toml", bot_config(
@@ -107,8 +102,6 @@ async def measure(workdir: Path, joins: int) -> Outcome:
                 rate_limited = bot.app.sender.rate_limited_count - sent_before
         finally:
             await bot.stop()
-    finally:
-        await asyncio.to_thread(synapse.stop)
     missing = len(wanted - greeted)
     window = 10.0
     return Outcome(
@@ -143,28 +136,15 @@ def _public():  # type: ignore[no-untyped-def]
     return RoomPreset.public_chat
 
 
-async def _in_tempdir(joins: int) -> Outcome:
-    with tempfile.TemporaryDirectory(prefix="bench-welcome-") as tmp:
-        async with asyncio.timeout(OVERALL_TIMEOUT_S + 120):
-            return await measure(Path(tmp), joins)
-
-
 def run(joins: int = JOINS) -> Outcome:
-    quiet_logging()
-    try:
-        return asyncio.run(_in_tempdir(joins))
-    except Exception as problem:
-        return Outcome(
-            NAME, "not welcomed / joins", None, 0.0, error=f"{type(problem).__name__}: {problem}"
-        )
+    failed = Outcome(NAME, "not welcomed / joins", None, 0.0)
+    return run_benchmark(
+        measure, joins, prefix="bench-welcome-", timeout=OVERALL_TIMEOUT_S + 120, failed=failed
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--joins", type=int, default=JOINS)
-    outcome = run(parser.parse_args(argv).joins)
-    print(report(outcome))
-    return 0 if outcome.passed else 1
+    return bench_main(__doc__, run, argv, joins=JOINS)
 
 
 if __name__ == "__main__":
