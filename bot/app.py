@@ -31,10 +31,14 @@ from tenacity import (
 from bot.commands.catalog import all_commands
 from bot.commands.executor import CommandExecutor
 from bot.commands.services import LoginSettings, Services
+from bot.community.access import GatedRoom
+from bot.community.access_service import AccessService
 from bot.community.announcements import Announcements
 from bot.community.audit import AuditLog
 from bot.community.chat import ChatService, ChatSettings
 from bot.community.identity import IdentityService
+from bot.community.identity_sync import IdentitySync
+from bot.community.invite_tokens import InviteTokens
 from bot.community.login_links import LoginLinks
 from bot.community.members import MemberAdmin
 from bot.community.moderation import Moderation
@@ -46,6 +50,7 @@ from bot.data_dir import make_private
 from bot.errors import OperatorError
 from bot.jobs import Jobs, schedule_jobs
 from bot.llm.openai_compatible import OpenAICompatibleModel
+from bot.matrix.access_rooms import MatrixGatedRooms
 from bot.matrix.chat_relay import ChatRelay
 from bot.matrix.client import CONNECT_ERRORS, build_client, log_in
 from bot.matrix.cross_signing import CrossSigning, CrossSigningError
@@ -57,6 +62,7 @@ from bot.matrix.resume import resume_unfinished
 from bot.matrix.room_actions import MatrixRoomActions
 from bot.matrix.room_kinds import RoomKinds
 from bot.matrix.sender import Sender
+from bot.matrix.synapse_admin import SynapseAdmin
 from bot.matrix.sync import SyncLoop
 from bot.matrix.welcomer import Welcomer
 from bot.store.database import Database
@@ -65,6 +71,7 @@ from bot.store.events import EventLedger
 from bot.store.migrate import upgrade_to_head
 from bot.store.models import utcnow
 from web_callback.app import create_app, serve
+from web_callback.providers import HttpClient, configured_providers
 
 log = structlog.get_logger(__name__)
 
@@ -192,6 +199,8 @@ class Parts:
     dispatcher: Dispatcher
     courier: OutboxCourier
     sync: SyncLoop
+    identity_sync: IdentitySync
+    provider_http: HttpClient  # the identity providers' client, for resyncs
 
 
 def wire(
@@ -200,7 +209,7 @@ def wire(
     """Build every part from the config; no I/O happens here."""
     me = client.user_id
     users = UserService(db, cfg.roles.admins)
-    identity = IdentityService(db, cfg.roles.admins)
+    identity = IdentityService.from_config(cfg, db)
     chat = build_chat(cfg, db, identity=identity, users=users)
     login_links = LoginLinks(db, cfg.sso.link_ttl)
     login = LoginSettings(
@@ -217,10 +226,29 @@ def wire(
     welcome = WelcomeService(db, identity, rooms=rooms.welcome_rooms, template=cfg.welcome.message)
     announcements = Announcements(db, cfg.scheduler.timezone, cfg.scheduler.missed_run_grace)
     moderation = Moderation(db, room_actions, users, me, admin_room_id=rooms.admin_room_id)
+    access = AccessService(
+        db, [GatedRoom.from_config(r) for r in cfg.access.rooms],
+        MatrixGatedRooms(room_actions, me), admins=cfg.roles.admins, bot_user_id=me,
+        admin_room_id=rooms.admin_room_id, command_prefix=cfg.matrix.command_prefix,
+    )  # fmt: skip
+    admin_token = _secret(cfg.synapse.admin_token)  # unset: no invite tokens
+    admin_api = SynapseAdmin(cfg.matrix.homeserver, admin_token) if admin_token else None
+    invite_tokens = InviteTokens(db, admin_api) if admin_api else None
+    provider_http = HttpClient()
+    assert identity.tokens is not None
+    identity_sync = IdentitySync(
+        db, configured_providers(cfg, provider_http), identity.tokens,
+        group_roles=identity.group_roles, bootstrap_admins=cfg.roles.admins,
+        provider_names=login.providers, admin_room=rooms.admin_room_id,
+        rooms_by_group=bool(cfg.access.rooms), interval=cfg.sso.resync_interval,
+        login_command=f"{cfg.matrix.command_prefix}login",
+    )  # fmt: skip
     services = Services(
         users=users, audit=AuditLog(db), identity=identity, chat=chat, login_links=login_links,
-        login=login, members=MemberAdmin(db, cfg.roles.admins, me), moderation=moderation,
-        welcome=welcome, announcements=announcements, bot_user_id=me,
+        login=login, members=MemberAdmin(db, cfg.roles.admins, me, group_roles=identity.group_roles,
+                            rooms_by_group=bool(cfg.access.rooms)), moderation=moderation,
+        welcome=welcome, announcements=announcements, bot_user_id=me, invite_tokens=invite_tokens,
+        identity_sync=identity_sync, access=access,
     )  # fmt: skip
     executor = CommandExecutor(all_commands(), services, prefix=cfg.matrix.command_prefix,
                                admin_room_id=rooms.admin_room_id)  # fmt: skip
@@ -236,7 +264,10 @@ def wire(
         invites=InvitePolicy(cfg.matrix.autojoin_from, cfg.roles.admins),
         prefix=cfg.matrix.command_prefix, relay=relay, welcomer=welcomer,
     )  # fmt: skip
-    courier = OutboxCourier(outbox, sender, direct, compose_login_link=welcomer.compose_login_link)
+    courier = OutboxCourier(
+        outbox, sender, direct, compose_login_link=welcomer.compose_login_link,
+        update_access=access.apply_for if access.configured else None,
+    )  # fmt: skip
     dispatcher.member_joined = courier.recipient_joined
     sync = SyncLoop(
         client, ledger, dispatcher, encryption=cfg.matrix.encryption, trust=cfg.matrix.trust,
@@ -246,6 +277,7 @@ def wire(
         chat=chat, sender=sender, outbox=outbox, login_links=login_links, welcome=welcome,
         announcements=announcements, moderation=moderation, welcomer=welcomer, ledger=ledger,
         relay=relay, dispatcher=dispatcher, courier=courier, sync=sync,
+        identity_sync=identity_sync, provider_http=provider_http,
     )  # fmt: skip
 
 
@@ -337,6 +369,8 @@ class BotApp:
         stack.push_async_callback(_cancel_all, tasks)
         self.jobs = jobs = Jobs()
         stack.callback(jobs.stop)
+        stack.push_async_callback(parts.provider_http.aclose)
+        stack.push_async_callback(parts.identity_sync.stop)
         tasks.append(asyncio.create_task(parts.sync.run(), name="sync"))
         if not await self._until_stopped(asyncio.create_task(parts.sync.ready.wait()), tasks):
             return
@@ -358,6 +392,7 @@ class BotApp:
             reminder_after=cfg.welcome.reminder_after or None, chat=parts.chat,
             retention_days=cfg.gpt.history_retention_days, ledger=parts.ledger,
             outbox=parts.outbox, announcement_poll_s=self._job_poll_s,
+            identity_sync=parts.identity_sync,
         )  # fmt: skip
         jobs.start()
         await self._until_stopped(None, tasks)

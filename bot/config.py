@@ -333,6 +333,12 @@ class ProviderSettings(Section):
     # GitHub only, for GitHub Enterprise or tests: where its OAuth and API endpoints live.
     github_url: ProviderUrl = "https://github.com"
     github_api_url: ProviderUrl = "https://api.github.com"
+    # OIDC: ask for offline_access (a refresh token, so groups can be read again later) when the
+    # provider offers it.
+    offline_access: bool = True
+    # OIDC Back-Channel Logout (POST <public_url>/backchannel-logout): what a valid logout
+    # token does to the member it names.
+    backchannel_logout: Literal["ignore", "reset_role", "deactivate"] = "reset_role"
 
     @classmethod
     def cross_check(cls, values: Mapping[str, Any]) -> list[str]:
@@ -361,6 +367,24 @@ class SsoSettings(Section):
         OutOfRange("must be between 1m and 24h"),
     ] = timedelta(minutes=10)  # fmt: skip
     providers: tuple[ProviderSettings, ...] = ()
+    # How often every linked member's groups are read again from their provider (jittered,
+    # in batches); 0s: never on a schedule (`!resync` still works).
+    resync_interval: Annotated[
+        Duration, Field(ge=timedelta(0), le=timedelta(days=7)),
+        OutOfRange("must be between 0s and 7d"),
+    ] = timedelta(hours=1)  # fmt: skip
+    # The key refresh tokens are encrypted with at rest. Unset: one is made and kept in the data
+    # dir (mode 0600); set it when several processes share the database.
+    token_key: SecretStr | None = None
+
+    @field_validator("token_key")
+    @classmethod
+    def _token_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_SESSION_SECRET:
+            raise ValueError(
+                f"must be at least {MIN_SESSION_SECRET} characters (e.g. `openssl rand -hex 32`)"
+            )
+        return value
 
     @classmethod
     def cross_check(cls, values: Mapping[str, Any]) -> list[str]:
@@ -440,6 +464,34 @@ class WelcomeSettings(Section):
         return value
 
 
+class AccessRoom(Section):
+    """One ``[[access.rooms]]`` table: who may be in a room (or space)."""
+
+    room: RoomRef
+    # Members with any of these SSO groups, or any of these roles, belong in the room.
+    groups: tuple[str, ...] = ()
+    roles: tuple[Literal["user", "moderator", "admin"], ...] = ()
+
+    @classmethod
+    def cross_check(cls, values: Mapping[str, Any]) -> list[str]:
+        if not values.get("groups") and not values.get("roles"):
+            return ["give groups or roles (or both): who belongs in this room"]
+        return []
+
+
+class AccessSettings(Section):
+    """``[access]``: rooms whose members follow their SSO groups or roles."""
+
+    rooms: tuple[AccessRoom, ...] = ()
+
+
+class SynapseSettings(Section):
+    """``[synapse]``: the homeserver's admin API, for registration tokens (`!invite-token`)."""
+
+    # A server admin's access token (the bot's own, if it is one). Unset: no invite tokens.
+    admin_token: Secret | None = None
+
+
 class SchedulerSettings(Section):
     """``[scheduler]``: scheduled announcements and periodic jobs."""
 
@@ -464,6 +516,8 @@ class Config(BaseModel):
     gpt: GptSettings = Field(default_factory=GptSettings)
     welcome: WelcomeSettings = Field(default_factory=WelcomeSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
+    synapse: SynapseSettings = Field(default_factory=SynapseSettings)
     source_path: Path | None = None
 
 

@@ -15,6 +15,7 @@ import structlog
 
 from bot.community.announcements import EVERY_ROOM, Announcements
 from bot.community.chat import ChatService
+from bot.community.identity_sync import IdentitySync
 from bot.community.login_links import LoginLinks
 from bot.community.moderation import Moderation
 from bot.community.outbox import Outbox
@@ -111,6 +112,7 @@ def schedule_jobs(
     retention_days: int,
     ledger: EventLedger,
     outbox: Outbox,
+    identity_sync: IdentitySync | None = None,
     announcement_poll_s: float = 5.0,
 ) -> None:
     jobs.every("announcements", announcement_poll_s,
@@ -127,6 +129,10 @@ def schedule_jobs(
         "forget_old_claims", 86400, lambda: ledger.forget_before(utcnow() - timedelta(days=30))
     )
     jobs.every("outbox_upkeep", 3600, lambda: outbox_upkeep(outbox))
+    if identity_sync is not None and identity_sync.interval > timedelta(0):
+        # Often enough that each binding is read within its jittered interval, in small runs.
+        tick = min(max(identity_sync.interval.total_seconds() / 6, 30), 600)
+        jobs.every("identity_resync", tick, identity_sync.resync_due)
 
 
 async def outbox_upkeep(outbox: Outbox) -> dict[str, int]:

@@ -10,6 +10,7 @@ import secrets
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -69,6 +70,34 @@ def _port(workdir: Path, preferred: int) -> int:
     return port
 
 
+STAFF_ALIAS = "demo-staff"
+
+
+def _gated_room(synapse: SynapseServer, bot: dict[str, str]) -> str:
+    """A room only the demo's moderators and admins belong in ([[access.rooms]]): made once, by
+    the bot (so it has the power to invite and remove), and found by its alias after that."""
+    alias = f"#{STAFF_ALIAS}:{synapse.server_name}"
+    base = f"{synapse.base_url}/_matrix/client/v3"
+    with httpx.Client(timeout=30) as http:
+        if http.get(f"{base}/directory/room/{quote(alias)}").status_code == 200:
+            return alias
+        login = http.post(f"{base}/login", json={
+            "type": "m.login.password", "password": bot["password"],
+            "identifier": {"type": "m.id.user", "user": bot["user_id"]},
+        })  # fmt: skip
+        login.raise_for_status()
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        try:
+            http.post(f"{base}/createRoom", headers=auth, json={
+                "preset": "private_chat", "room_alias_name": STAFF_ALIAS,
+                "name": "Demo staff (for the moderators and admins group)",
+                "topic": "Who is here follows their SSO groups: see [[access.rooms]].",
+            }).raise_for_status()  # fmt: skip
+        finally:
+            http.post(f"{base}/logout", headers=auth)  # this setup session's device goes
+    return alias
+
+
 DEMO_ACCOUNTS = {
     # The dev login page takes any username and password; these names carry groups.
     "demo-admin": {"name": "Demo Admin", "email": "admin@demo.test", "groups": ["admins"]},
@@ -111,6 +140,7 @@ async def main() -> int:
     try:
         accounts = _accounts(synapse)
         demo, bot = accounts["demo"], accounts["bot"]
+        staff_room = await asyncio.to_thread(_gated_room, synapse, bot)
         config_path = write_config(
             DEMO / "config.toml",
             {
@@ -138,6 +168,9 @@ async def main() -> int:
                         }
                     ]
                 },
+                "access": {
+                    "rooms": [{"room": staff_room, "groups": ["moderators", "admins"]}],
+                },
                 "logging": {"level": "info", "format": "console"},
                 # With a real key (OPENAI_API_KEY / CB_GPT_API_KEY) the defaults reach OpenAI.
                 **(
@@ -164,6 +197,8 @@ async def main() -> int:
             f"Start a direct chat with the bot and send !help, !ping or !login.\n"
             f"  sso: {oidc.issuer} takes any username and password at its login page;\n"
             f"       demo-admin is in group admins, demo-mod in moderators, others are members.\n"
+            f"  rooms by group: sign in as demo-mod or demo-admin and the bot invites you to\n"
+            f"       {staff_room}; `!resync` and `!access check` show how membership follows.\n"
             f"  gpt: {gpt_line}\n"
             f"Ctrl-C stops everything.\n"
             f"(config: {config_path}, state: {DEMO})\n",

@@ -19,8 +19,9 @@ from bot.community.login_links import LoginLinks
 from bot.config import Config
 from bot.errors import OperatorError
 from bot.store.database import Database
+from web_callback.backchannel_logout import BackchannelLogout
 from web_callback.pages import CSS_HASH, problem_page
-from web_callback.providers import HttpClient, build_provider
+from web_callback.providers import HttpClient, configured_providers
 from web_callback.signed_cookie import CookieSigner
 from web_callback.views import LoginFlow
 
@@ -103,13 +104,12 @@ def create_app(
 ) -> web.Application:
     public = urlsplit(config.web.public_url)
     http = HttpClient()
-    redirect_uri = f"{config.web.public_url}/callback"
-    providers = {p.id: build_provider(p, redirect_uri, http) for p in config.sso.providers}
+    providers = configured_providers(config, http)
     secret = session_secret(config)
     ttl = config.sso.link_ttl
     flow = LoginFlow(
         links=LoginLinks(db, ttl),
-        identity=IdentityService(db, config.roles.admins),
+        identity=IdentityService.from_config(config, db),
         providers=providers,
         flow_cookies=CookieSigner(secret, "flow"),
         csrf=CookieSigner(secret, "csrf"),
@@ -126,6 +126,9 @@ def create_app(
     app.router.add_get("/login/{token}", flow.confirm)
     app.router.add_post("/login/{token}/start", flow.start)
     app.router.add_get("/callback", flow.callback)
+    logout = BackchannelLogout(flow.identity, providers)
+    app.router.add_post("/backchannel-logout", logout.handle)
+    app.router.add_route("*", "/backchannel-logout", logout.not_allowed)
 
     async def close_http(app: web.Application) -> None:
         await app[HTTP_KEY].aclose()

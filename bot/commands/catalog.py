@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from bot.commands import announcements, chat, general, identity, members, moderation, welcome
+from bot.commands import (
+    access,
+    announcements,
+    chat,
+    general,
+    identity,
+    members,
+    moderation,
+    onboarding,
+    welcome,
+)
 from bot.commands.registry import Registry, merge
 
 
@@ -12,7 +22,9 @@ def all_commands() -> Registry:
         identity.registry,
         chat.registry,
         members.registry,
+        access.registry,
         moderation.registry,
         welcome.registry,
         announcements.registry,
+        onboarding.registry,
     )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from bot.commands.context import CommandContext
-from bot.commands.registry import Args, Flag, Registry
+from bot.commands.registry import Arg, Args, Flag, Registry, parse_user
 from bot.commands.reply import Reply
 from bot.commands.services import LoginSettings
 from bot.community.identity import Binding
+from bot.community.identity_sync import outcome_text
 from bot.community.markdown import escape_markdown
+from bot.community.roles import Role
 
-registry = Registry(uses=("identity", "login_links"))
+registry = Registry(uses=("identity", "login_links", "identity_sync"))
 
 
 def login_link_message(settings: LoginSettings, token: str) -> str:
@@ -34,6 +36,10 @@ def describe_binding(binding: Binding, provider_label: str) -> str:
         parts.append("groups " + ", ".join(escape_markdown(g) for g in binding.groups))
     parts.append(f"linked {_when(binding.linked_at)}")
     parts.append(f"last login {_when(binding.last_login_at)}")
+    if binding.synced_at and binding.synced_at > binding.last_login_at:
+        parts.append(f"groups read again {_when(binding.synced_at)}")
+    if binding.stale:
+        parts.append("**stale: the provider no longer confirms it (log in again)**")
     return ", ".join(parts)
 
 
@@ -94,3 +100,51 @@ async def unlink(ctx: CommandContext, args: Args) -> Reply:
         )
     await identity.unlink(ctx.sender, actor=ctx.sender)
     return Reply(f"Done: the link to {names} is removed. Send `{ctx.prefix}login` to link again.")
+
+
+def _member_or_all(token: str) -> str:
+    return "all" if token.lower() == "all" else parse_user(token)
+
+
+@registry.command(
+    "resync",
+    help="Read a member's groups (or every linked member's) again from their identity "
+    "provider; role and group-gated rooms follow.",
+    role=Role.ADMIN,
+    args=[
+        Arg(
+            "who",
+            convert=_member_or_all,
+            metavar="@member|all",
+            missing="say whose groups to read again: a member, or `all`",
+        ),
+    ],
+    area="account",
+    details="Linked members are also resynced on a schedule (`[sso] resync_interval`). "
+    "`all` runs in the background, in small batches, and posts its summary here.",
+)
+async def resync(ctx: CommandContext, args: Args) -> Reply:
+    sync = ctx.services.identity_sync
+    if sync is None:
+        return Reply.error("Resyncing is not available on this bot.")
+    if args.who == "all":
+        count = await sync.linked_count()
+        if not count:
+            return Reply("No member is linked yet: there is nothing to resync.")
+        if not sync.start_full_run(actor=ctx.sender, report_room=ctx.room_id):
+            return Reply(
+                "A resync of all members is already under way; its summary goes where it was asked."
+            )
+        return Reply(
+            f"Reading the groups of {count:,} linked member binding(s) again, in small batches. "
+            "I will post the summary here."
+        )
+    outcomes = await sync.resync_member(args.who, actor=ctx.sender)
+    who = escape_markdown(args.who)
+    if not outcomes:
+        return Reply(f"{who} is not linked to a community account: there is nothing to resync.")
+    lines = [f"Resync of {who}:"]
+    for outcome in outcomes:
+        name = escape_markdown(ctx.services.login.provider_name(outcome.provider_id))
+        lines.append(f"- {name}: {outcome_text(outcome)}")
+    return Reply("\n".join(lines))

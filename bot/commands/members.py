@@ -6,7 +6,9 @@ from bot.commands.context import CommandContext
 from bot.commands.identity import describe_binding
 from bot.commands.registry import Arg, Args, Flag, Kind, Registry
 from bot.commands.reply import Reply
+from bot.community.identity import MANUAL
 from bot.community.markdown import code_span, escape_markdown
+from bot.community.members import MemberRow
 from bot.community.permissions import Party, Refused
 from bot.community.roles import Role
 
@@ -84,6 +86,14 @@ async def users(ctx: CommandContext, args: Args) -> Reply:
     return Reply("\n".join(lines))
 
 
+def _role_source(ctx: CommandContext, member: MemberRow, linked: bool) -> str:
+    if member.mxid in ctx.services.members.configured_admins:
+        return "from the configuration, [roles] admins"
+    if member.role_source == MANUAL:
+        return f"set by hand with {ctx.prefix}role"
+    return "from SSO groups" if linked else "the default: not linked"
+
+
 @registry.command(
     "user",
     help="Show a member: role, binding, when they joined and were last active, assistant usage.",
@@ -98,13 +108,14 @@ async def user(ctx: CommandContext, args: Args) -> Reply:
     member = await s.members.details(args.user)
     usage = await s.chat.usage_today(args.user, member.role)
     quota = "no limit" if usage.quota == 0 else f"{usage.quota:,}"
+    bindings = await s.identity.bindings_of(args.user)
     lines = [
-        f"{escape_markdown(args.user)}: role **{member.role.label}**, "
+        f"{escape_markdown(args.user)}: role **{member.role.label}** "
+        f"({_role_source(ctx, member, bool(bindings))}), "
         f"{'active' if member.active else 'deactivated'}.",
         f"Known since {_when(member.created_at)}, last active {_when(member.last_seen_at)}.",
         f"Assistant today: {usage.used:,} tokens of {quota}.",
     ]
-    bindings = await s.identity.bindings_of(args.user)
     if not bindings:
         lines.append("Not linked to a community account.")
     lines += [
@@ -115,23 +126,39 @@ async def user(ctx: CommandContext, args: Args) -> Reply:
 
 @registry.command(
     "role",
-    help="Set a member's role.",
+    help="Set a member's role by hand, or hand it back to their SSO groups (`sso`).",
     role=Role.ADMIN,
-    args=[Arg("user", Kind.USER), Arg("role", Kind.CHOICE, choices=("user", "moderator", "admin"))],
+    args=[
+        Arg("user", Kind.USER),
+        Arg("role", Kind.CHOICE, choices=("user", "moderator", "admin", "sso")),
+    ],
     area="members",
+    details="A role set by hand stays until `sso` hands it back: logins and resyncs of the "
+    "member's SSO groups do not change it. `[roles] admins` in the configuration beat both.",
 )
 async def role(ctx: CommandContext, args: Args) -> Reply:
-    new = Role.parse(args.role)
+    who = escape_markdown(args.user)
+    members = ctx.services.members
     try:
-        before = await ctx.services.members.set_role(
-            _actor(ctx), args.user, new, room_id=ctx.room_id
-        )
+        if args.role == "sso":
+            before, after = await members.hand_role_to_sso(
+                _actor(ctx), args.user, room_id=ctx.room_id
+            )
+            return Reply(
+                f"{who}'s role follows their SSO groups again: **{after.label}** "
+                f"(was {before.label})."
+            )
+        new = Role.parse(args.role)
+        before = await members.set_role(_actor(ctx), args.user, new, room_id=ctx.room_id)
     except Refused as refused:
         return Reply.error(str(refused))
-    who = escape_markdown(args.user)
+    kept = (
+        f"Set by hand: their SSO groups no longer change it "
+        f"(`{ctx.prefix}role {args.user} sso` hands it back)."
+    )
     if before is new:
-        return Reply(f"{who} already is {new.label}.")
-    return Reply(f"{who} is now **{new.label}** (was {before.label}).")
+        return Reply(f"{who} already is {new.label}. {kept}")
+    return Reply(f"{who} is now **{new.label}** (was {before.label}). {kept}")
 
 
 async def _set_active(ctx: CommandContext, args: Args, active: bool) -> Reply:

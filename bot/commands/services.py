@@ -7,10 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.community.access_service import AccessService
 from bot.community.announcements import Announcements
 from bot.community.audit import AuditLog
 from bot.community.chat import ChatService
 from bot.community.identity import IdentityService
+from bot.community.identity_sync import IdentitySync
+from bot.community.invite_tokens import InviteTokens
 from bot.community.login_links import LoginLinks
 from bot.community.members import MemberAdmin
 from bot.community.moderation import Moderation
@@ -59,6 +62,9 @@ class Services:
     announcements: Announcements
     bot_user_id: str
     commands: CommandCatalog | None = None  # the executor fills in its registry
+    invite_tokens: InviteTokens | None = None  # None: no `[synapse] admin_token` configured
+    identity_sync: IdentitySync | None = None  # None: in tests that do not need it
+    access: AccessService | None = None  # group-gated rooms; None: in tests that do not need it
 
 
 class ServiceView:

@@ -3,7 +3,7 @@ the community's numbers. Every change is audited in the same transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.community.audit import add_entry
+from bot.community.identity import MANUAL, SSO, GroupRoles, role_from_bindings, settle_role
+from bot.community.outbox import ACCESS, enqueue
 from bot.community.permissions import Party, Refused, check_role_change, check_target
 from bot.community.roles import Role
 from bot.store.chat import delete_turn
@@ -57,6 +59,7 @@ class MemberRow:
     email: str | None
     created_at: datetime | None
     last_seen_at: datetime | None
+    role_source: str = SSO  # "manual": set with !role, which SSO never undoes
 
 
 @dataclass(frozen=True)
@@ -221,10 +224,24 @@ def _shown_binding(bindings: list[Identity], query: str) -> Identity | None:
 
 
 class MemberAdmin:
-    def __init__(self, db: Database, bootstrap_admins: Iterable[str], bot_user_id: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bootstrap_admins: Iterable[str],
+        bot_user_id: str,
+        *,
+        group_roles: Mapping[str, GroupRoles] | None = None,
+        rooms_by_group: bool = False,
+    ) -> None:
         self._db = db
         self._admins = frozenset(bootstrap_admins)
         self._bot = bot_user_id
+        self._group_roles = group_roles or {}
+        self._rooms_by_group = rooms_by_group  # a role change brings role-gated rooms up to date
+
+    @property
+    def configured_admins(self) -> frozenset[str]:
+        return self._admins
 
     def _role(self, user: User | None, mxid: str) -> Role:
         if mxid in self._admins:
@@ -277,6 +294,7 @@ class MemberAdmin:
             mxid, self._role(user, mxid), user.active if user else True,
             identity.username if identity else None, identity.email if identity else None,
             user.created_at if user else None, user.last_seen_at if user else None,
+            user.role_source if user else SSO,
         )  # fmt: skip
 
     async def _party(self, session, mxid: str) -> tuple[User, Party]:  # type: ignore[no-untyped-def]
@@ -300,9 +318,41 @@ class MemberAdmin:
                 admins_left=len(stored | self._admins), configured_admin=target in self._admins,
             )  # fmt: skip
             user.role = new_role.label
+            user.role_source = MANUAL  # an override: logins and resyncs leave it alone
             add_entry(session, actor=actor.mxid, action="role", target=target, room_id=room_id,
-                      detail={"from": party.role.label, "to": new_role.label})  # fmt: skip
+                      detail={"from": party.role.label, "to": new_role.label,
+                              "source": MANUAL})  # fmt: skip
+            self._rooms_follow(session, target, party.role, new_role)
             return party.role
+
+    async def hand_role_to_sso(
+        self, actor: Party, target: str, *, room_id: str | None
+    ) -> tuple[Role, Role]:
+        """Undo a `!role` override: the member's SSO groups decide again. Returns the role
+        before and after. Raises Refused (the same checks as setting that role by hand)."""
+        async with self._db.transaction() as session:
+            user, party = await self._party(session, target)
+            if target in self._admins:
+                raise Refused(f"{target} is an admin by the bot's configuration ([roles] admins).")
+            sso_role = await role_from_bindings(session, target, self._group_roles)
+            stored = set(
+                await session.scalars(select(User.mxid).where(User.role == Role.ADMIN.label))
+            )
+            check_role_change(
+                actor, party, sso_role, bot_user_id=self._bot,
+                admins_left=len(stored | self._admins), configured_admin=False,
+            )  # fmt: skip
+            user.role_source = SSO
+            user.role = (await settle_role(session, user, self._admins, self._group_roles)).label
+            add_entry(session, actor=actor.mxid, action="role", target=target, room_id=room_id,
+                      detail={"from": party.role.label, "to": sso_role.label,
+                              "source": SSO})  # fmt: skip
+            self._rooms_follow(session, target, party.role, sso_role)
+            return party.role, sso_role
+
+    def _rooms_follow(self, session: AsyncSession, mxid: str, before: Role, after: Role) -> None:
+        if self._rooms_by_group and before is not after:
+            enqueue(session, "", recipient=mxid, kind=ACCESS)
 
     async def set_active(
         self, actor: Party, target: str, active: bool, *, reason: str | None, room_id: str | None

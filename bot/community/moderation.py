@@ -18,6 +18,10 @@ class RoomActionError(Exception):
     """Acting in a room failed; `str()` says why, for the moderator."""
 
 
+class RoomActionUnavailable(RoomActionError):
+    """The homeserver did not answer, or kept rate-limiting: the same action may work later."""
+
+
 class RoomActions(Protocol):
     async def resolve(self, room: str) -> str: ...
     def community_rooms(self) -> list[str]: ...

@@ -27,6 +27,7 @@ OUTBOX_TTL = timedelta(days=7)
 DELIVERED_KEPT = timedelta(days=7)
 BATCH = 50
 TEXT, LOGIN_LINK = "text", "login_link"
+ACCESS = "access"  # no message: the member's group-gated rooms are to be brought up to date
 SYSTEM_ACTOR = "community-bot"  # the audit log's actor for what the bot does on its own
 
 

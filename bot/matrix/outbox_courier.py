@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import structlog
 
-from bot.community.outbox import LOGIN_LINK, MAX_ATTEMPTS, Outbox, PendingMessage
+from bot.community.outbox import ACCESS, LOGIN_LINK, MAX_ATTEMPTS, Outbox, PendingMessage
 from bot.matrix.direct import DirectMessenger
 from bot.matrix.sender import Sender
 from bot.store.models import utcnow
@@ -24,6 +24,8 @@ AWAITING_JOIN_PAUSE = timedelta(seconds=30)  # a join wakes it sooner (see recip
 
 # Makes the text of a message that is composed when it goes out (a fresh login link).
 Composer = Callable[[PendingMessage], Awaitable[str]]
+# Brings a member's group-gated rooms up to date (an ACCESS row); raises to be tried again.
+AccessUpdater = Callable[[str], Awaitable[object]]
 
 
 async def _as_stored(message: PendingMessage) -> str:
@@ -39,12 +41,14 @@ class OutboxCourier:
         *,
         poll_interval_s: float = 1.0,
         compose_login_link: Composer = _as_stored,
+        update_access: AccessUpdater | None = None,
     ) -> None:
         self._outbox = outbox
         self._sender = sender
         self._direct = direct
         self._poll_interval_s = poll_interval_s
         self._compose_login_link = compose_login_link
+        self._update_access = update_access
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -78,6 +82,8 @@ class OutboxCourier:
         return delivered
 
     async def _deliver(self, message: PendingMessage) -> bool:
+        if message.kind == ACCESS:  # nothing to send: the member's rooms to bring up to date
+            return await self._access(message)
         try:
             room_id = message.room_id or await self._direct.room_for(message.recipient or "")
             delay = self._direct.send_delay(room_id, message.recipient) if message.recipient else 0
@@ -95,15 +101,29 @@ class OutboxCourier:
             # The same transaction id on every attempt: a resend after a crash is not a duplicate.
             await self._sender.send_markdown(room_id, body, txn_id=message.key)
         except Exception as problem:  # one bad message must not stop the others
-            pause = min(MAX_RETRY_PAUSE_S, 2.0 ** (message.attempts + 1))
-            attempts = await self._outbox.mark_failed(
-                message.id, str(problem), utcnow() + timedelta(seconds=pause)
-            )
-            event = "outbox.gave_up" if attempts >= MAX_ATTEMPTS else "outbox.delivery_failed"
-            log.warning(
-                event, outbox_id=message.id, attempts=attempts, retry_in_s=pause, error=str(problem)
-            )
+            await self._failed(message, problem)
             return False
         await self._outbox.mark_delivered(message.id)
         log.info("outbox.delivered", outbox_id=message.id, room_id=room_id)
         return True
+
+    async def _access(self, message: PendingMessage) -> bool:
+        try:
+            if self._update_access is not None:  # None: no [[access.rooms]], nothing to do
+                await self._update_access(message.recipient or "")
+        except Exception as problem:  # retried like a message; planning is done afresh
+            await self._failed(message, problem)
+            return False
+        await self._outbox.mark_delivered(message.id)
+        log.info("outbox.access_updated", outbox_id=message.id)
+        return True
+
+    async def _failed(self, message: PendingMessage, problem: Exception) -> None:
+        pause = min(MAX_RETRY_PAUSE_S, 2.0 ** (message.attempts + 1))
+        attempts = await self._outbox.mark_failed(
+            message.id, str(problem), utcnow() + timedelta(seconds=pause)
+        )
+        event = "outbox.gave_up" if attempts >= MAX_ATTEMPTS else "outbox.delivery_failed"
+        log.warning(
+            event, outbox_id=message.id, attempts=attempts, retry_in_s=pause, error=str(problem)
+        )

@@ -1,14 +1,35 @@
 """RoomActions for the moderation domain, on the Matrix client: power is checked against the
-room's power levels first, so "I cannot do that here" is said clearly instead of a raw error."""
+room's power levels first, so "I cannot do that here" is said clearly instead of a raw error.
+Membership changes wait out the homeserver's rate limit (within RATE_LIMIT_BUDGET_S); a homeserver
+that does not answer, or keeps limiting, raises RoomActionUnavailable (try again later). Room state
+is read here too, fresh from the homeserver, for the group-gated rooms (access_rooms.py)."""
 
 from __future__ import annotations
 
-from nio import AsyncClient, ErrorResponse, MatrixRoom, RoomResolveAliasResponse
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from bot.community.moderation import RoomActionError, RoomActions
+import structlog
+from nio import (
+    AsyncClient,
+    ErrorResponse,
+    MatrixRoom,
+    RoomGetStateEventResponse,
+    RoomGetStateResponse,
+    RoomResolveAliasResponse,
+)
+
+from bot.community.moderation import RoomActionError, RoomActions, RoomActionUnavailable
+from bot.matrix.client import CONNECT_ERRORS
 from bot.matrix.direct import DirectMessenger
 from bot.matrix.room_kinds import RoomKinds
 from bot.matrix.sender import Sender, SendError
+
+log = structlog.get_logger(__name__)
+
+RATE_LIMIT_BUDGET_S = 120.0  # how long one action waits out M_LIMIT_EXCEEDED before giving up
 
 
 class MatrixRoomActions(RoomActions):
@@ -19,6 +40,7 @@ class MatrixRoomActions(RoomActions):
         self._sender = sender
         self._direct = direct
         self._kinds = kinds
+        self.rate_limited_count = 0  # how often the homeserver told us to slow down
 
     @property
     def _me(self) -> str:
@@ -49,12 +71,37 @@ class MatrixRoomActions(RoomActions):
         than skip it silently."""
         return self._kinds.community_rooms()
 
-    @staticmethod
-    def _check(response: object, what: str, name: str) -> None:
-        if isinstance(response, ErrorResponse):
-            raise RoomActionError(
-                f"{name}: could not {what} ({response.status_code}: {response.message})."
-            )
+    async def _call(
+        self, request: Callable[[], Awaitable[Any]], what: str, name: str, *, missing: Any = ...
+    ) -> Any:
+        """`request` until it is not rate-limited (within RATE_LIMIT_BUDGET_S); its response, or
+        RoomActionError (the homeserver said no) / RoomActionUnavailable (it may say yes later).
+        `missing`, when given, is returned for M_NOT_FOUND."""
+        deadline = time.monotonic() + RATE_LIMIT_BUDGET_S
+        while True:
+            try:
+                response = await request()
+            except CONNECT_ERRORS as problem:
+                raise RoomActionUnavailable(
+                    f"{name}: could not {what}, the homeserver did not answer ({problem})."
+                ) from None
+            if not isinstance(response, ErrorResponse):
+                return response
+            if response.status_code == "M_NOT_FOUND" and missing is not ...:
+                return missing
+            if response.status_code == "M_LIMIT_EXCEEDED":
+                self.rate_limited_count += 1
+                wait = (response.retry_after_ms or 1000) / 1000
+                if time.monotonic() + wait > deadline:
+                    raise RoomActionUnavailable(
+                        f"{name}: could not {what}, the homeserver kept rate-limiting me."
+                    )
+                log.info("matrix.rate_limited", action=what, retry_after_ms=int(wait * 1000))
+                await asyncio.sleep(wait)
+                continue
+            status = getattr(response.transport_response, "status", 0) or 0
+            error = RoomActionUnavailable if status >= 500 else RoomActionError
+            raise error(f"{name}: could not {what} ({response.status_code}: {response.message}).")
 
     async def kick(self, room_id: str, user_id: str, reason: str | None) -> None:
         room = self._room(room_id)
@@ -62,27 +109,66 @@ class MatrixRoomActions(RoomActions):
             raise RoomActionError(f"{room.display_name}: {user_id} is not in this room.")
         if not room.power_levels.can_user_kick(self._me, user_id):
             raise RoomActionError(f"{room.display_name}: I do not have the power to kick there.")
-        self._check(
-            await self._client.room_kick(room_id, user_id, reason), "kick", room.display_name
-        )
+        await self.remove(room_id, user_id, reason)
+
+    async def remove(self, room_id: str, user_id: str, reason: str | None) -> None:
+        """A kick (or a withdrawn invite) whose power and membership the caller has checked
+        against the homeserver's own state; the homeserver still has the last word."""
+        await self._call(
+            lambda: self._client.room_kick(room_id, user_id, reason), "kick",
+            self.room_name(room_id),
+        )  # fmt: skip
 
     async def ban(self, room_id: str, user_id: str, reason: str | None) -> None:
         room = self._room(room_id)
         if not room.power_levels.can_user_ban(self._me, user_id):
             raise RoomActionError(f"{room.display_name}: I do not have the power to ban there.")
-        self._check(await self._client.room_ban(room_id, user_id, reason), "ban", room.display_name)
+        await self._call(
+            lambda: self._client.room_ban(room_id, user_id, reason), "ban", room.display_name
+        )
 
     async def unban(self, room_id: str, user_id: str) -> None:
         room = self._room(room_id)
         if not room.power_levels.can_user_ban(self._me):
             raise RoomActionError(f"{room.display_name}: I do not have the power to unban there.")
-        self._check(await self._client.room_unban(room_id, user_id), "unban", room.display_name)
+        await self._call(
+            lambda: self._client.room_unban(room_id, user_id), "unban", room.display_name
+        )
 
     async def invite(self, room_id: str, user_id: str) -> None:
         room = self._room(room_id)
         if not room.power_levels.can_user_invite(self._me):
             raise RoomActionError(f"{room.display_name}: I do not have the power to invite there.")
-        self._check(await self._client.room_invite(room_id, user_id), "invite", room.display_name)
+        await self.send_invite(room_id, user_id)
+
+    async def send_invite(self, room_id: str, user_id: str) -> None:
+        """An invite whose power the caller has checked against the homeserver's own state."""
+        await self._call(
+            lambda: self._client.room_invite(room_id, user_id), "invite", self.room_name(room_id)
+        )
+
+    async def room_state(self, room_id: str) -> list[dict[str, Any]]:
+        """Every state event of the room (members of every membership among them), as the
+        homeserver has it now. RoomActionError when the bot may not see it (not in the room)."""
+        response = await self._call(
+            lambda: self._client.room_get_state(room_id), "read the room's state",
+            self.room_name(room_id),
+        )  # fmt: skip
+        assert isinstance(response, RoomGetStateResponse)
+        return [e for e in response.events if isinstance(e, dict)]
+
+    async def state_content(
+        self, room_id: str, event_type: str, state_key: str = ""
+    ) -> dict[str, Any] | None:
+        """One state event's content as the homeserver has it now; None when there is none."""
+        response = await self._call(
+            lambda: self._client.room_get_state_event(room_id, event_type, state_key),
+            "read the room's state", self.room_name(room_id), missing=None,
+        )  # fmt: skip
+        if response is None:
+            return None
+        assert isinstance(response, RoomGetStateEventResponse)
+        return response.content
 
     async def post(self, room_id: str, markdown: str, *, key: str | None = None) -> None:
         room = self._room(room_id)

@@ -38,6 +38,9 @@ class User(Base):
 
     mxid: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
     role: Mapped[str] = mapped_column(CleanString(16), default="user")
+    # Who decides the role: "sso" (the provider's groups, at each login and resync) or "manual"
+    # (set with !role: an override that SSO never undoes; `!role @member sso` hands it back).
+    role_source: Mapped[str] = mapped_column(CleanString(16), default="sso")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -150,6 +153,38 @@ class Identity(Base):
     groups: Mapped[list[str]] = mapped_column(CleanJSON, default=list)
     linked_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The provider's refresh token (or GitHub's access token), encrypted: groups read again later.
+    refresh_token: Mapped[str | None] = mapped_column(CleanText, default=None)
+    # The provider's session id (`sid`), for back-channel logout by session.
+    session_id: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+    synced_at: Mapped[datetime | None] = mapped_column(default=None)  # groups last read
+    # Set when the provider refused the refresh token (account disabled or deleted): the member
+    # must log in again; cleared by the next login.
+    stale_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class LogoutTokenSeen(Base):
+    """Back-channel logout tokens already acted on (by `jti`): a replay does nothing."""
+
+    __tablename__ = "logout_tokens_seen"
+
+    jti: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    issuer: Mapped[str] = mapped_column(CleanString(512), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class InviteToken(Base):
+    """A registration token made with `!invite-token`: who made it, for how many, until when."""
+
+    __tablename__ = "invite_tokens"
+
+    token: Mapped[str] = mapped_column(CleanString(64), primary_key=True)
+    created_by: Mapped[str] = mapped_column(CleanString(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    uses_allowed: Mapped[int | None] = mapped_column(Integer, default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_by: Mapped[str | None] = mapped_column(CleanString(255), default=None)
 
 
 class LoginLink(Base):

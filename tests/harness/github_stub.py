@@ -54,6 +54,10 @@ class GitHubStub:
         assert self._runner is not None
         await self._runner.cleanup()
 
+    def revoke_tokens(self) -> None:
+        """Every token given so far stops working (the member revoked the app)."""
+        self._tokens.clear()
+
     async def _authorize(self, request: web.Request) -> web.Response:
         q = request.query
         assert q["client_id"] == self.client_id and q["code_challenge_method"] == "S256"

@@ -61,7 +61,10 @@ async def test_roles_deactivation_forget_audit_and_stats(synapse, tmp_path):
             # Roles: only admins may set them; nobody grants above their own role.
             assert body(
                 await a.ask(a_dm, f"!role {mod.user_id} moderator", sender=bot.user_id)
-            ) == (f"{mod.user_id} is now **moderator** (was user).")
+            ) == (
+                f"{mod.user_id} is now **moderator** (was user). Set by hand: their SSO groups "
+                f"no longer change it (`!role {mod.user_id} sso` hands it back)."
+            )
             refused = await m.ask(m_dm, f"!role {member.user_id} admin", sender=bot.user_id)
             assert body(refused).startswith(
                 "⚠️ I don't know the command `!role`"
@@ -71,8 +74,8 @@ async def test_roles_deactivation_forget_audit_and_stats(synapse, tmp_path):
             assert "!kick" not in body(await u.ask(u_dm, "!help", sender=bot.user_id))
             bad = await a.ask(a_dm, f"!role {member.user_id} king", sender=bot.user_id)
             assert body(bad) == (
-                "⚠️ role must be one of user, moderator, admin, not 'king'. "
-                "Usage: `!role <@user> <user|moderator|admin>`"
+                "⚠️ role must be one of user, moderator, admin, sso, not 'king'. "
+                "Usage: `!role <@user> <user|moderator|admin|sso>`"
             )
             itself = await a.ask(a_dm, f"!role {bot.user_id} admin", sender=bot.user_id)
             assert body(itself) == "⚠️ I will not change the role of myself."
@@ -99,7 +102,7 @@ async def test_roles_deactivation_forget_audit_and_stats(synapse, tmp_path):
             assert f"{member.user_id} — not linked, user" in listing
             details = body(await m.ask(m_dm, f"!user {member.user_id}", sender=bot.user_id))
             assert (
-                "role **user**, active." in details
+                "role **user** (the default: not linked), active." in details
                 and "Not linked to a community account." in details
             )
             assert body(await m.ask(m_dm, "!users --page 0", sender=bot.user_id)).startswith(

@@ -655,6 +655,8 @@ def test_redacted_dict(tmp_path: Path) -> None:
         "gpt",
         "welcome",
         "scheduler",
+        "access",
+        "synapse",
     }
     assert "hunter2-secret" not in json.dumps(data)
     assert "dbpass" not in json.dumps(data)

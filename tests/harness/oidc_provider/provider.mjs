@@ -5,7 +5,9 @@
 // config.json: {
 //   "port": N, "issuer": "http://127.0.0.1:N",
 //   "clients": [{"client_id", "client_secret", "redirect_uris": [...], ...any other client metadata}],
-//   "accounts": {"<username>": {"email", "name", "groups": [...]}},
+//   "accounts": {"<username>": {"email", "name", "groups": [...], "disabled": bool}},
+//                                                (a disabled account is unknown to the provider:
+//                                                 its refresh tokens are refused with invalid_grant)
 //   "jwks": {"keys": [<private JWK>]},          (optional: a key is generated when missing)
 //   "cookie_keys": ["..."],                       (optional)
 //   "admin_token": "..."                          (optional: enables POST /__harness/{clients,accounts})
@@ -75,7 +77,13 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
   // Without this the ID token carries only `sub` when an access token is issued too.
   conformIdTokenClaims: false,
+  // The tests' clients listen on 127.0.0.1, where node-oidc-provider's guard against server-side
+  // request forgery refuses to connect: its own requests (back-channel logout tokens) go without it.
+  fetch: (url, options) => globalThis.fetch(url, { ...options, dispatcher: undefined }),
   async findAccount(ctx, id) {
+    if (accounts[id]?.disabled) {
+      return undefined;
+    }
     return {
       accountId: id,
       async claims() {
@@ -88,6 +96,9 @@ const provider = new Provider(issuer, {
   },
   features: {
     devInteractions: { enabled: true },
+    // OIDC Back-Channel Logout 1.0: ending a session (GET /session/end, confirmed) POSTs a
+    // signed logout token to each client's backchannel_logout_uri.
+    backchannelLogout: { enabled: true },
   },
   ttl: {
     AccessToken: 3600,
