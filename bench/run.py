@@ -24,6 +24,7 @@ from bench import (
     burst_throughput,
     chat_concurrency,
     e2ee_roundtrip,
+    flood_containment,
     hostile_load,
     many_rooms,
     member_search,
@@ -38,7 +39,7 @@ from bench.common import Outcome, machine, report, table
 # Issue #10's table, in its order; then the rest.
 BENCHMARKS = (
     startup, memory, ping_echo, chat_concurrency, member_search, many_rooms, burst_throughput,
-    prompt_budget, welcome_burst, e2ee_roundtrip, hostile_load,
+    prompt_budget, welcome_burst, e2ee_roundtrip, hostile_load, flood_containment,
 )  # fmt: skip
 
 

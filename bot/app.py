@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ from bot.commands.services import LoginSettings, Services
 from bot.community.access import GatedRoom
 from bot.community.access_service import AccessService
 from bot.community.announcements import Announcements
+from bot.community.assistant_media import AssistantMedia, MediaSettings
 from bot.community.audit import AuditLog
 from bot.community.chat import ChatService, ChatSettings
 from bot.community.identity import IdentityService
@@ -43,33 +44,52 @@ from bot.community.login_links import LoginLinks
 from bot.community.members import MemberAdmin
 from bot.community.moderation import Moderation
 from bot.community.outbox import Outbox
+from bot.community.policy_lists import PolicyLists
+from bot.community.protection_settings import CommunityProtections
+from bot.community.protections import ProtectionService
+from bot.community.room_upgrades import RoomUpgrades
+from bot.community.summaries import Summaries, SummarySettings
 from bot.community.users import UserService
 from bot.community.welcome import WelcomeService
 from bot.config import Config
 from bot.data_dir import make_private
 from bot.errors import OperatorError
 from bot.jobs import Jobs, schedule_jobs
+from bot.leader import LeaderLease
 from bot.llm.openai_compatible import OpenAICompatibleModel
+from bot.llm.openai_media import OpenAICompatibleMedia
 from bot.matrix.access_rooms import MatrixGatedRooms
+from bot.matrix.account_recovery import AccountRecovery
 from bot.matrix.chat_relay import ChatRelay
 from bot.matrix.client import CONNECT_ERRORS, build_client, log_in
-from bot.matrix.cross_signing import CrossSigning, CrossSigningError
+from bot.matrix.cross_signing import CrossSigning, CrossSigningError, Restore
 from bot.matrix.direct import DirectMessenger
 from bot.matrix.dispatch import Dispatcher
 from bot.matrix.invites import InvitePolicy
+from bot.matrix.media import MatrixMedia
+from bot.matrix.media_relay import MediaRelay
 from bot.matrix.outbox_courier import OutboxCourier
+from bot.matrix.policy_port import MatrixPolicyPort
+from bot.matrix.protection_stage import ProtectionStage
+from bot.matrix.readiness import MatrixReadiness
+from bot.matrix.redaction_pacer import RedactionPacer
 from bot.matrix.resume import resume_unfinished
 from bot.matrix.room_actions import MatrixRoomActions
+from bot.matrix.room_history import MatrixRoomHistory
 from bot.matrix.room_kinds import RoomKinds
 from bot.matrix.sender import Sender
+from bot.matrix.state_watch import StateWatch, upgrade_follower
 from bot.matrix.synapse_admin import SynapseAdmin
 from bot.matrix.sync import SyncLoop
 from bot.matrix.welcomer import Welcomer
+from bot.metrics import NO_METRICS, Metrics, PrometheusMetrics, load_metrics, serve_metrics
 from bot.store.database import Database
 from bot.store.direct_rooms import DirectRooms
 from bot.store.events import EventLedger
 from bot.store.migrate import upgrade_to_head
 from bot.store.models import utcnow
+from bot.store.room_carry import successors
+from bot.store.room_protections import RoomProtectionStore
 from web_callback.app import create_app, serve
 from web_callback.providers import HttpClient, configured_providers
 
@@ -85,15 +105,41 @@ def _secret(value: Any) -> str | None:
 
 
 def build_chat(
-    cfg: Config, db: Database, *, identity: IdentityService, users: UserService
-) -> ChatService:
+    cfg: Config, db: Database, *, identity: IdentityService, users: UserService,
+    metrics: Metrics = NO_METRICS,
+) -> ChatService:  # fmt: skip
     gpt = cfg.gpt
     model = OpenAICompatibleModel(
         base_url=gpt.base_url, api_key=_secret(gpt.api_key), temperature=gpt.temperature,
         timeout=gpt.timeout, max_retries=gpt.max_retries, stream=gpt.stream,
     )  # fmt: skip
+    model.metrics = metrics
     settings = ChatSettings.from_config(gpt, command_prefix=cfg.matrix.command_prefix)
     return ChatService(db, settings, model, identity=identity, users=users)
+
+
+def build_media(cfg: Config, db: Database, chat: ChatService) -> AssistantMedia:
+    """Images and voice for the assistant, through the same endpoint (each feature off until
+    configured); the chat service sees images in turns through it."""
+    gpt = cfg.gpt
+    model = OpenAICompatibleMedia(
+        base_url=gpt.base_url, api_key=_secret(gpt.api_key), timeout=gpt.timeout,
+        max_retries=gpt.max_retries,
+    )  # fmt: skip
+    media = AssistantMedia(db, MediaSettings.from_config(gpt), model, chat)
+    chat.media = media
+    return media
+
+
+def build_summaries(cfg: Config, chat: ChatService, client: AsyncClient) -> Summaries:
+    """`!summary` and room context, reading history through the bot's client."""
+    gpt = cfg.gpt
+    settings = SummarySettings(
+        default_messages=gpt.summary_default_messages, max_messages=gpt.summary_max_messages,
+        max_events=gpt.summary_max_events, max_chars=gpt.summary_max_chars,
+        token_budget=gpt.summary_token_budget, command_prefix=cfg.matrix.command_prefix,
+    )  # fmt: skip
+    return Summaries(chat, MatrixRoomHistory(client), settings, bot_user_id=client.user_id)
 
 
 # -- phase 1: resolve (network) -------------------------------------------------------------------
@@ -106,6 +152,20 @@ class Rooms:
     admin_room_id: str | None
     community_rooms: list[str]
     welcome_rooms: list[str]
+    upgraded: dict[str, str] = field(default_factory=dict)  # old room -> its replacement
+
+
+async def follow_upgrades(db: Database, rooms: Rooms) -> Rooms:
+    """Configured room ids of rooms since upgraded mean their replacements (room_upgrades.py)."""
+    async with db.transaction() as session:
+        newest = await successors(session)
+    if not newest:
+        return rooms
+    return replace(
+        rooms, upgraded=newest,
+        community_rooms=list(dict.fromkeys(newest.get(r, r) for r in rooms.community_rooms)),
+        welcome_rooms=list(dict.fromkeys(newest.get(r, r) for r in rooms.welcome_rooms)),
+    )  # fmt: skip
 
 
 async def log_in_patiently(client: AsyncClient, cfg: Config) -> None:
@@ -201,16 +261,23 @@ class Parts:
     sync: SyncLoop
     identity_sync: IdentitySync
     provider_http: HttpClient  # the identity providers' client, for resyncs
+    lists: PolicyLists | None = None  # shared ban lists
+    state_watch: StateWatch | None = None  # acts on ban-list rules, arrivals and tombstones
+    protections: ProtectionService | None = None  # the stage between router and handlers
+    media_files: MatrixMedia | None = None  # members' files read, the bot's uploaded
 
 
 def wire(
-    cfg: Config, db: Database, client: AsyncClient, rooms: Rooms, *, long_poll_ms: int | None
-) -> Parts:
-    """Build every part from the config; no I/O happens here."""
+    cfg: Config, db: Database, client: AsyncClient, rooms: Rooms, *, long_poll_ms: int | None,
+    metrics: Metrics = NO_METRICS,
+) -> Parts:  # fmt: skip
+    """Build every part from the config; no I/O happens here. Every part reports to `metrics`."""
     me = client.user_id
     users = UserService(db, cfg.roles.admins)
     identity = IdentityService.from_config(cfg, db)
-    chat = build_chat(cfg, db, identity=identity, users=users)
+    chat = build_chat(cfg, db, identity=identity, users=users, metrics=metrics)
+    media = build_media(cfg, db, chat)
+    summaries = build_summaries(cfg, chat, client)
     login_links = LoginLinks(db, cfg.sso.link_ttl)
     login = LoginSettings(
         public_url=cfg.web.public_url,
@@ -218,6 +285,7 @@ def wire(
         providers={p.id: p.display_name for p in cfg.sso.providers},
     )
     sender = Sender(client)
+    sender.metrics = metrics
     direct = DirectMessenger(client, DirectRooms(db), encryption=cfg.matrix.encryption)
     outbox = Outbox(db)
     kinds = RoomKinds(client, community_rooms=rooms.community_rooms,
@@ -226,6 +294,18 @@ def wire(
     welcome = WelcomeService(db, identity, rooms=rooms.welcome_rooms, template=cfg.welcome.message)
     announcements = Announcements(db, cfg.scheduler.timezone, cfg.scheduler.missed_run_grace)
     moderation = Moderation(db, room_actions, users, me, admin_room_id=rooms.admin_room_id)
+    for old, new in rooms.upgraded.items():
+        kinds.follow_upgrade(old, new)
+    room_actions.successors.update(rooms.upgraded)
+    policy_port = MatrixPolicyPort(client, room_actions, kinds)
+    lists = PolicyLists(db, policy_port, users, bot_user_id=me, admin_room_id=rooms.admin_room_id)
+    # A public ban-list room would look like a community room when community_rooms is empty.
+    kinds.set_apart = lists.is_list_room
+    upgrades = RoomUpgrades(
+        db, policy_port, bot_user_id=me, admin_room_id=rooms.admin_room_id,
+        followed=kinds.is_community,
+    )  # fmt: skip
+    upgrades.followers += [upgrade_follower(kinds, room_actions, welcome), lists.follow_upgrade]
     access = AccessService(
         db, [GatedRoom.from_config(r) for r in cfg.access.rooms],
         MatrixGatedRooms(room_actions, me), admins=cfg.roles.admins, bot_user_id=me,
@@ -243,12 +323,18 @@ def wire(
         rooms_by_group=bool(cfg.access.rooms), interval=cfg.sso.resync_interval,
         login_command=f"{cfg.matrix.command_prefix}login",
     )  # fmt: skip
+    protections = ProtectionService(
+        RoomProtectionStore(db), CommunityProtections.from_config(cfg.protections), room_actions,
+        users, AuditLog(db), bot_user_id=me, admin_room_id=rooms.admin_room_id,
+        prefix=cfg.matrix.command_prefix,
+    )  # fmt: skip
     services = Services(
         users=users, audit=AuditLog(db), identity=identity, chat=chat, login_links=login_links,
         login=login, members=MemberAdmin(db, cfg.roles.admins, me, group_roles=identity.group_roles,
                             rooms_by_group=bool(cfg.access.rooms)), moderation=moderation,
         welcome=welcome, announcements=announcements, bot_user_id=me, invite_tokens=invite_tokens,
-        identity_sync=identity_sync, access=access,
+        identity_sync=identity_sync, access=access, lists=lists, protections=protections, summaries=summaries,
+        media=media,
     )  # fmt: skip
     executor = CommandExecutor(all_commands(), services, prefix=cfg.matrix.command_prefix,
                                admin_room_id=rooms.admin_room_id)  # fmt: skip
@@ -259,6 +345,7 @@ def wire(
     )  # fmt: skip
     ledger = EventLedger(db, me)
     relay = ChatRelay(chat, sender, stream=cfg.gpt.stream)
+    relay.room_context = summaries.context_for_question
     dispatcher = Dispatcher(
         client, ledger=ledger, executor=executor, sender=sender, direct=direct,
         invites=InvitePolicy(cfg.matrix.autojoin_from, cfg.roles.admins),
@@ -269,15 +356,30 @@ def wire(
         update_access=access.apply_for if access.configured else None,
     )  # fmt: skip
     dispatcher.member_joined = courier.recipient_joined
+    files = MatrixMedia(client, sender, timeout_s=cfg.gpt.media_timeout.total_seconds())
+    media.source = files
+    media_relay = MediaRelay(media, files, relay, sender, client, ledger)
+    relay.after_answer = media_relay.speak_answer
+    dispatcher.use_media(media_relay, files.send_generated)
+    protections.metrics = metrics
+    dispatcher.protections = ProtectionStage(client, kinds, protections)
+    room_actions.redactions = RedactionPacer(
+        client, sender, interval=60 / cfg.protections.redactions_per_minute
+    )
+    state_watch = StateWatch(client, lists, upgrades, kinds)
+    dispatcher.sync_watchers.append(state_watch.on_sync)
+    dispatcher.metrics = metrics
     sync = SyncLoop(
         client, ledger, dispatcher, encryption=cfg.matrix.encryption, trust=cfg.matrix.trust,
         **({"long_poll_ms": long_poll_ms} if long_poll_ms else {}),
     )  # fmt: skip
+    sync.metrics = metrics
     return Parts(
         chat=chat, sender=sender, outbox=outbox, login_links=login_links, welcome=welcome,
         announcements=announcements, moderation=moderation, welcomer=welcomer, ledger=ledger,
         relay=relay, dispatcher=dispatcher, courier=courier, sync=sync,
-        identity_sync=identity_sync, provider_http=provider_http,
+        identity_sync=identity_sync, provider_http=provider_http, lists=lists,
+        state_watch=state_watch, protections=protections, media_files=files,
     )  # fmt: skip
 
 
@@ -292,6 +394,7 @@ class BotApp:
         long_poll_ms: int | None = None,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
         job_poll_s: float = 5.0,
+        on_lease_lost: Callable[[], object] | None = None,
     ) -> None:
         self.config = config
         self._job_poll_s = job_poll_s
@@ -302,7 +405,17 @@ class BotApp:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self.parts: Parts | None = None
+        self.recovery: AccountRecovery | None = None  # secret storage and key backup
         self.jobs: Jobs | None = None
+        self.metrics: Metrics = NO_METRICS  # real ones when [metrics] listen is set
+        self.readiness = MatrixReadiness(config.web.ready_max_sync_age)  # /readyz
+        db_cfg = config.database
+        # `community-bot run` exits at once (bot.leader.exit_now); in a test's loop, it stops.
+        self.lease = LeaderLease(self.db, config.matrix.user_id, lease=db_cfg.leader_lease,
+                                 heartbeat=db_cfg.leader_heartbeat,
+                                 on_lost=on_lease_lost or self.stop)  # fmt: skip
+        self._lease_keeper: asyncio.Task[None] | None = None
+        self.readiness.standby = lambda: self.lease.standby
 
     # What tests and benchmarks look at, once wired.
     sender = property(lambda self: self.parts.sender if self.parts else None)
@@ -323,22 +436,71 @@ class BotApp:
                 stack.push_async_callback(self.db.close)
                 await self._prepare_store()
                 # The web app serves even while the homeserver is unreachable.
-                web = create_app(cfg, self.db, on_linked=self._outbox_waiting)
+                await self._serve_metrics(stack)
+                web = create_app(cfg, self.db, on_linked=self._outbox_waiting,
+                                 readiness=self.readiness)  # fmt: skip
                 runner = await serve(web, cfg.web.listen_host, cfg.web.listen_port)
                 stack.push_async_callback(runner.cleanup)
+                # Active/standby: only the lease holder goes on (the standby serves the web app
+                # meanwhile); the lease is released last, after handlers finished their replies.
+                if not await self._lead(stack):
+                    return
                 client = build_client(cfg.matrix.homeserver, cfg.matrix.user_id, cfg.data.dir,
                                       encryption=cfg.matrix.encryption)  # fmt: skip
                 stack.push_async_callback(client.close)
+                self.readiness.client = client
                 started = utcnow()  # claims from before this moment belong to a previous run
                 if not await self._until_stopped(
                     asyncio.create_task(log_in_patiently(client, cfg))
                 ):
                     return
-                rooms = await resolve_rooms(client, cfg)
-                self.parts = wire(cfg, self.db, client, rooms, long_poll_ms=self._long_poll_ms)
+                rooms = await follow_upgrades(self.db, await resolve_rooms(client, cfg))
+                self.parts = wire(cfg, self.db, client, rooms, long_poll_ms=self._long_poll_ms,
+                                  metrics=self.metrics)  # fmt: skip
+                self._watch(self.parts)
+                if self.lease.enabled:  # a leader whose lease is gone neither claims nor sends
+                    self.parts.ledger.fence = self.lease.fence
+                    self.parts.sender.fence = self.lease.ensure_held
                 await self._serve(client, self.parts, stack, started)
         finally:
             log.info("bot.stopped")
+
+    async def _lead(self, stack: AsyncExitStack) -> bool:
+        """Wait until this process holds the leader lease (at once with SQLite), then keep it
+        for as long as the process runs. False when stopped while waiting."""
+        if not await self._until_stopped(asyncio.create_task(self.lease.acquire())):
+            return False
+        stack.push_async_callback(self.lease.release)
+        self._lease_keeper = asyncio.create_task(self.lease.keep(), name="leader-lease")
+        stack.push_async_callback(_cancel_all, [self._lease_keeper])
+        cfg = self.config
+        if (
+            self.lease.enabled
+            and cfg.matrix.encryption
+            and not any((cfg.data.dir / "crypto").glob("*.db"))
+            and await EventLedger(self.db, cfg.matrix.user_id).sync_token() is not None
+        ):
+            # The bot ran before, on another data dir: this one's device starts without keys.
+            log.warning("leader.data_dir_not_shared", data_dir=str(cfg.data.dir),
+                        hint="active/standby needs one data dir on storage both hosts share")  # fmt: skip
+        return True
+
+    async def _serve_metrics(self, stack: AsyncExitStack) -> None:
+        """With `[metrics] listen`: the metrics, and their listener (before the Matrix login, so
+        a bot that cannot log in is seen too)."""
+        address = self.config.metrics.address
+        self.metrics = metrics = await load_metrics(address is not None)
+        if address is None or not isinstance(metrics, PrometheusMetrics):
+            return
+        metrics.watch_database(self.db.engine)
+        stack.push_async_callback((await serve_metrics(metrics, *address)).cleanup)
+
+    def _watch(self, parts: Parts) -> None:
+        """What /readyz and the metrics read when asked: the sync's clock, the outbox."""
+        sync = parts.sync
+        self.readiness.last_synced = lambda: sync.last_synced
+        self.metrics.watch_sync(lambda: sync.last_synced)
+        self.metrics.watch_outbox(parts.outbox.backlog)
 
     async def _prepare_store(self) -> None:
         before, after = await upgrade_to_head(self.db)
@@ -370,13 +532,27 @@ class BotApp:
         self.jobs = jobs = Jobs()
         stack.callback(jobs.stop)
         stack.push_async_callback(parts.provider_http.aclose)
+        if parts.media_files is not None:
+            stack.push_async_callback(parts.media_files.close)
         stack.push_async_callback(parts.identity_sync.stop)
+        if parts.protections is not None:
+            await parts.protections.start()
+            stack.push_async_callback(parts.protections.stop)
+            stack.push_async_callback(parts.moderation.actions.redactions.stop)
         tasks.append(asyncio.create_task(parts.sync.run(), name="sync"))
         if not await self._until_stopped(asyncio.create_task(parts.sync.ready.wait()), tasks):
             return
         if cfg.matrix.encryption:  # the device's keys went up with the first sync
-            await self._cross_sign(client)
+            self.recovery = AccountRecovery(cfg.matrix.homeserver, client, cfg.data.dir,
+                                            recovery_key=_secret(cfg.matrix.recovery_key))  # fmt: skip
+            stack.push_async_callback(self.recovery.close)
+            await self._cross_sign(client, self.recovery.restore_cross_signing)
+            await self.recovery.secure()  # room keys: restored into a fresh data dir, backed up
         tasks.append(asyncio.create_task(parts.courier.run(), name="outbox"))
+        if parts.state_watch is not None and parts.lists is not None:
+            tasks.append(asyncio.create_task(
+                parts.state_watch.run(parts.lists.start), name="state-watch"
+            ))  # fmt: skip
         self.ready.set()
         log.info("bot.ready", user_id=client.user_id, device_id=client.device_id)
         gc.freeze()  # what start-up built lives on: kept out of full collections
@@ -394,8 +570,11 @@ class BotApp:
             outbox=parts.outbox, announcement_poll_s=self._job_poll_s,
             identity_sync=parts.identity_sync,
         )  # fmt: skip
+        if parts.chat.media is not None:  # images no turn took within an hour are forgotten
+            jobs.every("media_pending", 3600, parts.chat.media.drop_stale_pending)
         jobs.start()
-        await self._until_stopped(None, tasks)
+        keeper = [self._lease_keeper] if self._lease_keeper is not None else []
+        await self._until_stopped(None, [*tasks, *keeper])
 
     @staticmethod
     async def _learn_display_name(client: AsyncClient, dispatcher: Dispatcher) -> None:
@@ -407,7 +586,7 @@ class BotApp:
         if isinstance(profile, ProfileGetDisplayNameResponse):
             dispatcher.display_name = profile.displayname
 
-    async def _cross_sign(self, client: Any) -> None:
+    async def _cross_sign(self, client: Any, restore: Restore | None = None) -> None:
         """Cross-sign the bot's device; trouble here is logged, the bot works on regardless."""
         cfg = self.config
         try:
@@ -415,7 +594,7 @@ class BotApp:
             signer = CrossSigning(cfg.matrix.homeserver, client.user_id, client.device_id,
                                   client.access_token, cfg.data.dir,
                                   identity_keys=client.olm.account.identity_keys)  # fmt: skip
-            await signer.ensure(_secret(cfg.matrix.password))
+            await signer.ensure(_secret(cfg.matrix.password), restore)
         except (CrossSigningError, *CONNECT_ERRORS) as problem:
             log.error("crypto.cross_signing_failed", error=str(problem))
         except Exception:  # e.g. a damaged key file: say so, keep serving with an unsigned device

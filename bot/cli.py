@@ -1,10 +1,12 @@
-"""`community-bot run | web | migrate | check-config`: the operator's entry points. Problems an operator
-can fix (config, credentials, schema) end with a clear message and exit 1, never a traceback."""
+"""`community-bot run | web | migrate | recovery-key | check-config`: the operator's entry
+points. Problems an operator can fix (config, credentials, schema) end with a clear message and
+exit 1, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import signal
 import sys
 from collections.abc import Sequence
@@ -29,8 +31,9 @@ def _config_or_exit(path: str):  # type: ignore[no-untyped-def]
 
 async def _run(config) -> None:  # type: ignore[no-untyped-def]
     from bot.app import BotApp
+    from bot.leader import exit_now
 
-    app = BotApp(config)
+    app = BotApp(config, on_lease_lost=exit_now)  # a leader that lost its lease leaves at once
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stop)
@@ -76,6 +79,12 @@ async def _migrate(config) -> None:  # type: ignore[no-untyped-def]
     )
 
 
+async def _recovery_key(config, *, rotate: bool = False) -> None:  # type: ignore[no-untyped-def]
+    from bot.recovery_command import recovery_key
+
+    await recovery_key(config, rotate=rotate)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="community-bot", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +94,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.add_argument("--config", required=True, help="path to config.toml")
     web = commands.add_parser("web", help="run only the SSO web app, on the bot's database")
     web.add_argument("--config", required=True, help="path to config.toml")
+    recovery = commands.add_parser(
+        "recovery-key", help="make the encryption recovery key (once) and show it once"
+    )
+    recovery.add_argument("--config", required=True, help="path to config.toml")
+    recovery.add_argument(
+        "--rotate",
+        action="store_true",
+        help=(
+            "replace an existing recovery key (the old stops working) and the room-key backup "
+            "key (the bot starts a new backup at its next start); the cross-signing keys are "
+            "NOT rotated"
+        ),
+    )
     check = commands.add_parser("check-config", help="validate a config file and print a summary")
     check.add_argument("path", help="path to config.toml")
     args = parser.parse_args(argv)
@@ -107,7 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(config.logging.level, config.logging.format)
     try:
-        runner = {"run": _run, "web": _web, "migrate": _migrate}[args.command]
+        recovery = functools.partial(_recovery_key, rotate=getattr(args, "rotate", False))
+        runner = {"run": _run, "web": _web, "migrate": _migrate, "recovery-key": recovery}[
+            args.command
+        ]
         asyncio.run(runner(config))
     except OperatorError as problem:
         return _fail(str(problem))

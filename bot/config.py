@@ -65,10 +65,12 @@ from pydantic import (
     field_validator,
 )
 
+from bot.config_protections import ProtectionsSettings
 from bot.config_sources import ConfigError, OutOfRange, Section, read_sections, show
 from bot.config_sources import coerce as _coerce  # noqa: F401 - reached here by the tests
 from bot.durations import compact_duration, parse_duration
 from bot.matrix_ids import is_room, is_server_name, is_user_id
+from bot.recovery_key import decode_recovery_key
 
 __all__ = [
     "Config", "ConfigError", "DataSettings", "DatabaseSettings", "LoggingSettings",
@@ -142,6 +144,13 @@ def _duration(value: object) -> object:
     return duration
 
 
+def _as_duration(value: object) -> timedelta | None:
+    """For cross checks, which see values before validation: None when not a duration."""
+    if isinstance(value, timedelta):
+        return value
+    return parse_duration(value) if isinstance(value, str) else None
+
+
 def _zone(value: object) -> object:
     try:
         return ZoneInfo(value) if isinstance(value, str) else value
@@ -167,6 +176,14 @@ def _listen(value: str) -> str:
 
 NonBlank = Annotated[str, AfterValidator(_not_blank)]
 Secret = Annotated[SecretStr, AfterValidator(_secret_not_blank)]
+
+
+def _recovery_key(value: SecretStr) -> SecretStr:
+    decode_recovery_key(value.get_secret_value())  # its message never contains the key
+    return value
+
+
+RecoveryKey = Annotated[SecretStr, AfterValidator(_recovery_key)]
 HomeserverUrl = Annotated[str, _http_url("https://matrix.example.org")]
 PublicUrl = Annotated[str, _http_url("https://bot.example.org")]
 ProviderUrl = Annotated[str, _http_url("https://auth.example.org")]
@@ -217,6 +234,9 @@ class MatrixSettings(Section):
     # Users (@user:server) or whole servers (example.org) whose invites the bot accepts.
     # The admins in [roles] are always allowed, whatever this list says.
     autojoin_from: tuple[UserOrServer, ...] = ()
+    # The secret-storage recovery key (`community-bot recovery-key` makes it): lets a bot with an
+    # empty data dir restore its cross-signing identity and room-key backup. Never echoed.
+    recovery_key: RecoveryKey | None = None
 
     @classmethod
     def cross_check(cls, values: Mapping[str, Any]) -> list[str]:
@@ -243,6 +263,24 @@ class DatabaseSettings(Section):
     ``sqlite+aiosqlite:///<data.dir>/bot.db``."""
 
     url: str = "sqlite+aiosqlite:///data/bot.db"
+    # Active/standby on PostgreSQL (bot/leader.py): the active process renews its lease every
+    # `leader_heartbeat`; a standby takes over once `leader_lease` passed without renewal.
+    leader_lease: Duration = timedelta(seconds=10)
+    leader_heartbeat: Duration = timedelta(seconds=3)
+
+    @classmethod
+    def cross_check(cls, values: Mapping[str, Any]) -> list[str]:
+        lease = _as_duration(values.get("leader_lease", timedelta(seconds=10)))
+        beat = _as_duration(values.get("leader_heartbeat", timedelta(seconds=3)))
+        problems = []
+        if lease is not None and not timedelta(seconds=2) <= lease <= timedelta(minutes=10):
+            problems.append("leader_lease: expected between 2s and 10m")
+        if beat is not None and beat < timedelta(seconds=1):
+            problems.append("leader_heartbeat: expected at least 1s")
+        if not problems and lease is not None and beat is not None and beat * 2 > lease:
+            problems.append("leader_heartbeat: expected at most half of leader_lease, so one "
+                            "missed heartbeat does not cost the lease")  # fmt: skip
+        return problems
 
     @field_validator("url")
     @classmethod
@@ -262,6 +300,11 @@ class WebSettings(Section):
     listen: Listen = "127.0.0.1:8080"
     public_url: PublicUrl = "http://127.0.0.1:8080"
     session_secret: SecretStr | None = None
+    # /readyz answers 503 when the bot's last sync is older than this (or the database does not
+    # answer, or it is not logged in).
+    ready_max_sync_age: Annotated[
+        Duration, Field(ge=timedelta(seconds=1)), OutOfRange("must be at least 1s")
+    ] = timedelta(seconds=90)
 
     @field_validator("session_secret")
     @classmethod
@@ -429,6 +472,50 @@ class GptSettings(Section):
     ] = 3000
     summarize: bool = False
     history_retention_days: Count = 90
+    # -- images and voice (bot/community/assistant_media.py); each is off until configured --
+    # Models that accept images in a turn (vision); a room can also switch it on (`!gpt vision`).
+    vision_models: tuple[str, ...] = ()
+    # Images are downscaled to fit this many pixels on their longest side before the model sees
+    # them, and each counts this many tokens against the history budget and the quota.
+    image_max_side: int = Field(default=1024, ge=64, le=8192)
+    image_token_cost: Count = 765
+    # Media a member sends are refused above this size (declared or actual), and images above
+    # this many pixels (a decompression bomb); downloads give up after `media_timeout`.
+    media_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)
+    image_max_pixels: int = Field(default=40_000_000, ge=10_000, le=500_000_000)
+    media_timeout: Duration = timedelta(seconds=30)
+    # Voice in: "" switches it off; e.g. "whisper-1" (OpenAI), a faster-whisper model (LocalAI).
+    transcription_model: str = ""
+    audio_max_seconds: int = Field(default=300, ge=1, le=7200)
+    # Voice (in and out) counts this many tokens per second against the quota.
+    audio_token_cost_per_second: Count = 10
+    # Voice out: answers also sent as a voice message made by `speech_model` ("" = off).
+    speak_replies: bool = False
+    speech_model: str = ""
+    speech_voice: NonBlank = "alloy"
+    speech_format: Literal["opus", "mp3", "aac", "flac", "wav"] = "opus"
+    speech_max_chars: int = Field(default=4000, ge=100, le=4096)
+    # Images out (`!image`): "" switches it off; e.g. "gpt-image-1" or "dall-e-3".
+    image_model: str = ""
+    image_size: NonBlank = "1024x1024"
+    image_generation_token_cost: Count = 5000
+    # -- catch-up summaries, room context, reasoning (bot/community/summaries.py, reasoning.py) --
+    # `!summary` with no count reads this many messages; at most `summary_max_messages`.
+    summary_default_messages: int = Field(default=50, ge=1, le=10_000)
+    summary_max_messages: int = Field(default=500, ge=1, le=10_000)
+    # What one summary may read back from the homeserver: events and characters of text.
+    summary_max_events: int = Field(default=2000, ge=10, le=100_000)
+    summary_max_chars: int = Field(default=200_000, ge=1000, le=10_000_000)
+    # The summary's prompt holds the newest messages that fit this many tokens.
+    summary_token_budget: Annotated[
+        int, Field(ge=200), OutOfRange("expected at least 200 tokens")
+    ] = 6000
+    # Default of the room setting (`!gpt context N`): questions in a room see the last N messages
+    # and answers stay in the room (0: no context, answers open threads).
+    room_context_messages: int = Field(default=0, ge=0, le=200)
+    # Default of the room setting (`!gpt reasoning show|hide`): a reasoning model's thinking is
+    # shown folded above the answer; it is never part of the answer or the history.
+    show_reasoning: bool = False
 
 
 class WelcomeSettings(Section):
@@ -492,6 +579,17 @@ class SynapseSettings(Section):
     admin_token: Secret | None = None
 
 
+class MetricsSettings(Section):
+    """``[metrics]``: Prometheus metrics on a listener of their own (bot/metrics.py)."""
+
+    # host:port to serve GET /metrics on; unset (the default): no metrics, no listener.
+    listen: Listen | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return _split_listen(self.listen) if self.listen else None
+
+
 class SchedulerSettings(Section):
     """``[scheduler]``: scheduled announcements and periodic jobs."""
 
@@ -518,6 +616,8 @@ class Config(BaseModel):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
     synapse: SynapseSettings = Field(default_factory=SynapseSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    protections: ProtectionsSettings = Field(default_factory=ProtectionsSettings)
     source_path: Path | None = None
 
 

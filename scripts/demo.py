@@ -22,6 +22,7 @@ from bot.config import load_config  # noqa: E402
 from bot.logging import configure_logging  # noqa: E402
 from tests.harness.bot import write_config  # noqa: E402
 from tests.harness.llm_stub import LlmStub, message_text  # noqa: E402
+from tests.harness.llm_stub_media import describe_images  # noqa: E402
 from tests.harness.oidc import OidcProvider  # noqa: E402
 from tests.harness.synapse import SynapseServer, free_port  # noqa: E402
 
@@ -52,10 +53,18 @@ def _accounts(synapse: SynapseServer) -> dict[str, dict[str, str]]:
     return accounts
 
 
+# The stand-in model sees images, hears voice messages, speaks (`!media voice on`) and draws.
+DEMO_MEDIA = {
+    "model": "stub-model", "vision_models": ["stub-model"], "transcription_model": "stub-whisper",
+    "speech_model": "stub-tts", "speech_format": "wav", "image_model": "stub-image",
+}  # fmt: skip
+
+
 def _stub_reply(request: dict) -> str:  # type: ignore[type-arg]
     said = message_text(request["messages"][-1].get("content")) if request.get("messages") else ""
+    seen = describe_images(request)  # "I see an image of WxH." for each image in the turn
     return (
-        f"You said: *{said}*\n\n(This is the demo's stand-in model, which only echoes. "
+        f"{seen}You said: *{said}*\n\n(This is the demo's stand-in model, which only echoes. "
         "Set `OPENAI_API_KEY` before `make demo` to talk to a real one.)"
     )
 
@@ -174,7 +183,7 @@ async def main() -> int:
                 "logging": {"level": "info", "format": "console"},
                 # With a real key (OPENAI_API_KEY / CB_GPT_API_KEY) the defaults reach OpenAI.
                 **(
-                    {"gpt": {"base_url": stub.base_url, "api_key": "demo", "model": "stub-model"}}
+                    {"gpt": {"base_url": stub.base_url, "api_key": "demo", **DEMO_MEDIA}}
                     if stub
                     else {}
                 ),
@@ -184,7 +193,8 @@ async def main() -> int:
             (await http.get(f"{synapse.base_url}/health")).raise_for_status()
         gpt_line = (
             f"a stand-in model at {stub.base_url} (set OPENAI_API_KEY for a real one); "
-            "link your account with !login first, then just talk in the DM"
+            "link your account with !login first, then just talk in the DM; send it an image or "
+            "a voice message, or try !image a lighthouse"
             if stub
             else "your endpoint and key from the environment; !login first, then just talk"
         )

@@ -81,3 +81,9 @@ if [ ! -f "$JS_CLIENT_DIR/node_modules/.installed" ] || [ "$(cat "$JS_CLIENT_DIR
     fi
     echo "$want" > "$JS_CLIENT_DIR/node_modules/.installed"
 fi
+
+# The bot's own sources compiled ahead: under PYTHONDONTWRITEBYTECODE (set in this environment and
+# in the Docker image) nothing writes .pyc at run time, and compiling ~100 modules at every launch
+# costs about 0.18 s of the start-up budget. Python checks each .pyc against its source, so a stale
+# one is never used.
+.venv/bin/python -m compileall -q -j 0 bot web_callback migrations >/dev/null

@@ -12,14 +12,14 @@ from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
-from sqlalchemy import text
 
 from bot.community.identity import IdentityService
 from bot.community.login_links import LoginLinks
 from bot.config import Config
-from bot.errors import OperatorError
+from bot.listener import listen
 from bot.store.database import Database
 from web_callback.backchannel_logout import BackchannelLogout
+from web_callback.health import ReadinessProbe, add_health_routes
 from web_callback.pages import CSS_HASH, problem_page
 from web_callback.providers import HttpClient, configured_providers
 from web_callback.signed_cookie import CookieSigner
@@ -89,19 +89,15 @@ def _middleware(
     return guard
 
 
-async def healthz(request: web.Request) -> web.Response:
-    try:
-        async with request.app[DB_KEY].engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception as problem:
-        log.warning("web.health_failed", error=str(problem))
-        return web.json_response({"status": "database unavailable"}, status=503)
-    return web.json_response({"status": "ok"})
-
-
 def create_app(
-    config: Config, db: Database, *, on_linked: Callable[[], None] | None = None
+    config: Config,
+    db: Database,
+    *,
+    on_linked: Callable[[], None] | None = None,
+    readiness: ReadinessProbe | None = None,
 ) -> web.Application:
+    """`readiness`: the bot's own checks for /readyz (logged in, synced); the database is
+    always checked."""
     public = urlsplit(config.web.public_url)
     http = HttpClient()
     providers = configured_providers(config, http)
@@ -122,7 +118,7 @@ def create_app(
     app = web.Application(middlewares=[_middleware(_security_headers())])
     app[DB_KEY] = db
     app[HTTP_KEY] = http
-    app.router.add_get("/healthz", healthz)
+    add_health_routes(app, db, readiness)
     app.router.add_get("/login/{token}", flow.confirm)
     app.router.add_post("/login/{token}/start", flow.start)
     app.router.add_get("/callback", flow.callback)
@@ -139,14 +135,4 @@ def create_app(
 
 async def serve(app: web.Application, listen_host: str, listen_port: int) -> web.AppRunner:
     """Start serving; a clear error when the address cannot be used."""
-    runner = web.AppRunner(app, access_log=None)  # access logs would carry login tokens
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, listen_host, listen_port).start()
-    except OSError as problem:
-        await runner.cleanup()
-        raise OperatorError(
-            f"web.listen {listen_host}:{listen_port} cannot be used: {problem.strerror or problem}"
-        ) from None
-    log.info("web.listening", host=listen_host, port=listen_port)
-    return runner
+    return await listen(app, listen_host, listen_port, setting="web.listen")

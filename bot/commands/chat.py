@@ -61,7 +61,8 @@ async def usage(ctx: CommandContext, args: Args) -> Reply:
     return Reply(text)
 
 
-GPT_ACTIONS = ("show", "model", "prompt", "on", "off", "reset")
+GPT_ACTIONS = ("show", "model", "prompt", "on", "off", "reset", "context", "reasoning")
+MAX_ROOM_CONTEXT = 200
 
 
 @registry.command(
@@ -70,12 +71,20 @@ GPT_ACTIONS = ("show", "model", "prompt", "on", "off", "reset")
     role=Role.MODERATOR,
     args=[
         Arg(
-            "action", Kind.CHOICE, choices=GPT_ACTIONS, help="show, model, prompt, on, off or reset"
+            "action",
+            Kind.CHOICE,
+            choices=GPT_ACTIONS,
+            help="show, model, prompt, on, off, reset, context or reasoning",
         ),
         Arg("value", Kind.TEXT, required=False, help="the model name or system prompt"),
     ],
     area="assistant",
-    details="Room settings win over the global ones in the config; `reset` goes back to those.",
+    details=(
+        "Room settings win over the global ones in the config; `reset` goes back to those. "
+        "`context <N|off|default>`: questions see the room's last N messages (only those the "
+        "asker could see) and answers stay in the room instead of opening threads. "
+        "`reasoning <show|hide|default>`: a reasoning model's thinking shown folded above answers."
+    ),
 )
 async def gpt(ctx: CommandContext, args: Args) -> Reply:
     chat = ctx.services.chat
@@ -89,8 +98,12 @@ async def gpt(ctx: CommandContext, args: Args) -> Reply:
         return Reply(
             f"Assistant in this room: **{'on' if room.enabled else 'off'}** ({source('enabled')}), "
             f"model {code_span(room.model)} ({source('model')}).\n\n"
-            f"System prompt ({source('prompt')}): {escape_markdown(room.prompt)}"
+            f"System prompt ({source('prompt')}): {escape_markdown(room.prompt)}\n\n"
+            f"Room context: {_context_shown(room.context_messages)}; reasoning "
+            f"{'shown folded' if room.show_reasoning else 'hidden'}."
         )
+    if action in ("context", "reasoning"):
+        return await _room_switch(ctx, action, value)
     if action in ("model", "prompt"):
         if not value:
             return Reply.error(f"Give the new {action}: `{ctx.prefix}gpt {action} <{action}>`")
@@ -104,6 +117,39 @@ async def gpt(ctx: CommandContext, args: Args) -> Reply:
         return Reply("This room follows the global assistant settings again.")
     await chat.change_room_settings(ctx.room_id, ctx.sender, enabled=action == "on")
     return Reply(f"The assistant is now **{action}** in this room.")
+
+
+def _context_shown(count: int) -> str:
+    return f"the last {count} messages, answers in the room" if count else "none (threads)"
+
+
+async def _room_switch(ctx: CommandContext, action: str, value: str | None) -> Reply:
+    """`!gpt context <N|off|default>` and `!gpt reasoning <show|hide|default>`."""
+    chat = ctx.services.chat
+    raw = (value or "").strip().lower()
+    if action == "context":
+        if raw == "default":
+            await chat.change_room_settings(ctx.room_id, ctx.sender, context_messages=None)
+            return Reply("Room context in this room follows the global setting again.")
+        count = 0 if raw == "off" else int(raw) if raw.isascii() and raw.isdigit() else -1
+        if not 0 <= count <= MAX_ROOM_CONTEXT:
+            return Reply.error(
+                f"Give a number of messages from 0 to {MAX_ROOM_CONTEXT}, `off` or `default`: "
+                f"`{ctx.prefix}gpt context 20`"
+            )
+        await chat.change_room_settings(ctx.room_id, ctx.sender, context_messages=count)
+        return Reply(f"Room context in this room: {_context_shown(count)}.")
+    if raw not in ("show", "hide", "default"):
+        return Reply.error(f"Use `{ctx.prefix}gpt reasoning <show|hide|default>`.")
+    shown = None if raw == "default" else raw == "show"
+    await chat.change_room_settings(ctx.room_id, ctx.sender, show_reasoning=shown)
+    if shown is None:
+        return Reply("Showing reasoning in this room follows the global setting again.")
+    return Reply(
+        "A reasoning model's thinking is now "
+        + ("shown folded above its answers" if shown else "hidden")
+        + " in this room."
+    )
 
 
 @registry.command(

@@ -8,6 +8,7 @@ from bot.commands.reply import Reply
 from bot.community.markdown import escape_markdown
 from bot.community.moderation import RoomActionError, RoomOutcome
 from bot.community.permissions import Party, Refused
+from bot.community.policy_lists import PolicyError
 from bot.community.roles import Role
 
 registry = Registry(uses=("moderation",))
@@ -17,6 +18,7 @@ WHERE = [
     Flag("all", help="every community room I am in"),
 ]
 PAST = {"kick": "kicked", "ban": "banned", "unban": "unbanned"}
+ON_LIST = Flag("list", Kind.WORD, help="also publish (or withdraw) the rule on this ban list")
 
 
 def report_rooms(done_text: str, outcomes: list[RoomOutcome]) -> Reply:
@@ -33,8 +35,11 @@ def report_rooms(done_text: str, outcomes: list[RoomOutcome]) -> Reply:
 
 async def _sanction(ctx: CommandContext, args: Args, action: str) -> Reply:
     moderation = ctx.services.moderation
+    on_list = args.get("list")
+    # With --list, a command sent in a DM only publishes (or withdraws) the rule.
+    list_only = on_list and ctx.is_direct and not args.room and not args.all
     try:
-        rooms = await moderation.rooms_for(
+        rooms = [] if list_only else await moderation.rooms_for(
             args.room, every=args.all, current=ctx.room_id, current_is_dm=ctx.is_direct,
             actor=Party(ctx.sender, ctx.role),
         )  # fmt: skip
@@ -47,7 +52,49 @@ async def _sanction(ctx: CommandContext, args: Args, action: str) -> Reply:
         )
     except (Refused, RoomActionError) as problem:
         return Reply.error(str(problem))
-    return report_rooms(f"{escape_markdown(args.user)} {PAST[action]} in", outcomes)
+    reply = report_rooms(f"{escape_markdown(args.user)} {PAST[action]} in", outcomes)
+    if action == "kick" or (action == "unban" and not on_list and not _lists_used(ctx)):
+        return reply
+    return await ban_list_effect(ctx, args, action, outcomes, reply, list_only=bool(list_only))
+
+
+def _lists_used(ctx: CommandContext) -> bool:
+    return ctx.services.lists is not None
+
+
+async def ban_list_effect(
+    ctx: CommandContext, args: Args, action: str, outcomes: list[RoomOutcome], reply: Reply,
+    *, list_only: bool,
+) -> Reply:  # fmt: skip
+    """The ban-list side of !ban and !unban: a manual ban becomes the moderator's own (a rule
+    withdrawn later does not lift it); --list publishes the rule; !unban withdraws our rules."""
+    lists = ctx.services.lists
+    on_list = args.get("list")
+    if lists is None:
+        return Reply.error("Ban lists are not available here.") if on_list else reply
+    lines = [] if list_only else [reply.markdown]
+    try:
+        if action == "ban":
+            await lists.adopt_manual_ban(args.user, [o.room_id for o in outcomes if o.ok])
+            if on_list:
+                name = await lists.publish_ban(ctx.sender, on_list, args.user, args.get("reason"))
+                lines.append(
+                    f"Published a ban rule for {escape_markdown(args.user)} on the list "
+                    f"**{escape_markdown(name)}**: it applies in every community room."
+                )
+        else:
+            changed = await lists.withdraw_ban(ctx.sender, args.user, on_list)
+            if changed:
+                lines.append(
+                    f"Withdrew the ban rule for {escape_markdown(args.user)} from "
+                    f"{', '.join(f'**{escape_markdown(n)}**' for n in changed)}: the bans it "
+                    "caused are lifted."
+                )
+            elif list_only:
+                lines.append(f"No list of ours has a rule for {escape_markdown(args.user)}.")
+    except (PolicyError, RoomActionError) as problem:
+        lines.append(f"⚠️ {escape_markdown(str(problem))}")
+    return Reply("\n\n".join(lines))
 
 
 @registry.command(
@@ -61,16 +108,17 @@ async def kick(ctx: CommandContext, args: Args) -> Reply:
 
 @registry.command(
     "ban", help="Ban a member from the room.", role=Role.MODERATOR,
-    args=[Arg("user", Kind.USER), Arg("reason", Kind.TEXT, required=False)], flags=WHERE,
-    area="moderation",
+    args=[Arg("user", Kind.USER), Arg("reason", Kind.TEXT, required=False)],
+    flags=[*WHERE, ON_LIST], area="moderation", uses=("lists",),
 )  # fmt: skip
 async def ban(ctx: CommandContext, args: Args) -> Reply:
     return await _sanction(ctx, args, "ban")
 
 
 @registry.command(
-    "unban", help="Lift a ban.", role=Role.MODERATOR, args=[Arg("user", Kind.USER)], flags=WHERE,
-    area="moderation",
+    "unban", help="Lift a ban (and withdraw our ban lists' rule for the member).",
+    role=Role.MODERATOR, args=[Arg("user", Kind.USER)], flags=[*WHERE, ON_LIST],
+    area="moderation", uses=("lists",),
 )  # fmt: skip
 async def unban(ctx: CommandContext, args: Args) -> Reply:
     return await _sanction(ctx, args, "unban")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot.community.markdown import shorten
@@ -19,7 +20,16 @@ class Reply:
     direct_markdown: str | None = None
     # Not a reply to send but a question for the assistant, answered as a chat turn (`!ask`).
     chat_prompt: str | None = None
+    # In a room, open a thread on the command (a long answer, e.g. a summary), unless in one.
+    in_thread: bool = False
     extra: dict[str, object] = field(default_factory=dict)
+    # The real answer takes long (a model call): made by `later` and delivered when ready, while
+    # the room's next commands go on being answered. `markdown` is then unused.
+    later: Callable[[], Awaitable[Reply]] | None = None
+
+    @classmethod
+    def when_ready(cls, later: Callable[[], Awaitable[Reply]]) -> Reply:
+        return cls("", later=later)
 
     @classmethod
     def error(cls, text: str) -> Reply:

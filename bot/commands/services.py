@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.community.access_service import AccessService
 from bot.community.announcements import Announcements
+from bot.community.assistant_media import AssistantMedia
 from bot.community.audit import AuditLog
 from bot.community.chat import ChatService
 from bot.community.identity import IdentityService
@@ -17,7 +18,10 @@ from bot.community.invite_tokens import InviteTokens
 from bot.community.login_links import LoginLinks
 from bot.community.members import MemberAdmin
 from bot.community.moderation import Moderation
+from bot.community.policy_lists import PolicyLists
+from bot.community.protections import ProtectionService
 from bot.community.roles import Role
+from bot.community.summaries import Summaries
 from bot.community.users import UserService
 from bot.community.welcome import WelcomeService
 
@@ -65,6 +69,10 @@ class Services:
     invite_tokens: InviteTokens | None = None  # None: no `[synapse] admin_token` configured
     identity_sync: IdentitySync | None = None  # None: in tests that do not need it
     access: AccessService | None = None  # group-gated rooms; None: in tests that do not need it
+    summaries: Summaries | None = None  # catch-up summaries; None: in tests that do not need it
+    lists: PolicyLists | None = None  # shared ban lists; None: in tests that do not need them
+    media: AssistantMedia | None = None  # images and voice; None: in tests that do not need it
+    protections: ProtectionService | None = None  # None: in tests that do not need them
 
 
 class ServiceView:

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.community.context_window import rows_to_read, select_recent
 from bot.community.identity import IdentityService
+from bot.community.reasoning import AnswerStream, split_thinking
 from bot.community.roles import Role
 from bot.community.tokens import MESSAGE_OVERHEAD, count_tokens, message_tokens
 from bot.community.users import Caller, UserService
@@ -23,6 +24,9 @@ from bot.store.chat import ChatStore, NewMessage, StoredMessage
 from bot.store.chat_usage import DayUsage, Held, UsageStore
 from bot.store.database import Database
 from bot.store.models import utcnow
+
+if TYPE_CHECKING:
+    from bot.community.assistant_media import AssistantMedia
 
 # The shortest answer asked for when the quota leaves less room than a full answer.
 LEAST_ANSWER_TOKENS = 16
@@ -41,6 +45,7 @@ SUMMARY_PROMPT = (
 class PromptMessage:
     role: str  # "system", "user" or "assistant"
     content: str
+    images: tuple[str, ...] = ()  # data URLs of images the message shows (vision models)
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,9 @@ class Completion:
     prompt_tokens: int | None = None  # as the endpoint reported them, when it did
     completion_tokens: int | None = None
     cut_short: bool = False  # the model stopped at the length it was allowed
+    # What a reasoning model thought (a provider's `reasoning_content`, or `<think>` text once
+    # ChatService.generate split it off): never the answer, never remembered.
+    reasoning: str = ""
 
 
 class ModelError(Exception):
@@ -66,6 +74,7 @@ class LanguageModel(Protocol):
         model: str,
         on_text: TextCallback | None,
         max_tokens: int | None = None,
+        on_reasoning: TextCallback | None = None,  # a provider's separate reasoning so far
     ) -> Completion: ...
 
 
@@ -87,6 +96,8 @@ class ChatSettings:
     daily_quota: dict[Role, int]  # 0 means no limit
     command_prefix: str = "!"
     max_tokens: int = 1024  # the longest answer asked for (less when the quota leaves less)
+    room_context_messages: int = 0  # default of the room setting (0: answers open threads)
+    show_reasoning: bool = False  # default of the room setting
 
     @classmethod
     def from_config(cls, gpt: GptSettings, *, command_prefix: str) -> ChatSettings:
@@ -108,6 +119,8 @@ class RoomChatSettings:
     model: str
     prompt: str
     overridden: frozenset[str] = field(default_factory=frozenset)  # which came from the room
+    context_messages: int = 0  # room messages a question in the room sees (0: none, threads)
+    show_reasoning: bool = False  # a reasoning model's thinking shown folded above the answer
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,8 @@ class ChatTurn:
     sender_name: str | None  # set in rooms, so the model knows who speaks
     text: str
     event_id: str
+    # The room's recent messages the sender could see, as transcript lines (room context).
+    room_context: tuple[str, ...] = ()
 
 
 @dataclass
@@ -136,6 +151,8 @@ class PreparedTurn:
     messages: list[PromptMessage]
     oldest_in_window: int | None  # id of the oldest stored message the prompt includes
     hold: Hold
+    media_ids: tuple[int, ...] = ()  # images the member sent for this turn (assistant_media.py)
+    show_reasoning: bool = False  # the room shows a reasoning model's thinking, folded
 
     @property
     def max_tokens(self) -> int:
@@ -200,6 +217,14 @@ class ChatService:
         self._store = store or ChatStore(db)
         self._usage = usage or UsageStore(db)
         self._locks: KeyedLock[tuple[str, str | None]] = KeyedLock()
+        # Images in a turn (bot/community/assistant_media.py); None: text only.
+        self.media: AssistantMedia | None = None
+
+    def prompt_tokens(self, messages: Sequence[PromptMessage], model: str) -> int:
+        """What a prompt costs: its text, and each image at the configured cost."""
+        text = sum(message_tokens(m.content, model) for m in messages)
+        images = sum(len(m.images) for m in messages)
+        return text + (self.media.image_tokens(images) if self.media and images else 0)
 
     def conversation_lock(self, room_id: str, thread_root: str | None, member: str | None = None):  # type: ignore[no-untyped-def]
         """Turns of one conversation run one after the other; different ones in parallel."""
@@ -221,6 +246,10 @@ class ChatService:
             model=room.model or s.model,
             prompt=room.prompt or s.system_prompt,
             overridden=frozenset(overridden),
+            context_messages=(
+                s.room_context_messages if room.context_messages is None else room.context_messages
+            ),
+            show_reasoning=s.show_reasoning if room.show_reasoning is None else room.show_reasoning,
         )
 
     async def change_room_settings(
@@ -254,7 +283,7 @@ class ChatService:
         """Reserve the prompt and the longest answer the quota allows, before asking: parallel
         questions cannot together spend more than the quota. Raises ChatRefused."""
         quota = self._quota(caller)
-        needed = sum(message_tokens(m.content, model) for m in prompt)
+        needed = self.prompt_tokens(prompt, model)
         result = await self._usage.hold(
             sender, self._today(), needed,
             lambda taken: answer_allowance(taken, quota, needed, self.settings.max_tokens),
@@ -337,7 +366,18 @@ class ChatService:
         if conversation is not None and conversation.summary:
             summary = f"Summary of the earlier conversation: {conversation.summary}"
             system.append(PromptMessage("system", summary))
+        if turn.room_context:
+            # The room is the conversation: its recent messages stand in for stored history.
+            system.append(PromptMessage("system", "\n".join(turn.room_context)))
+            newest_first = []
+        pending = (
+            await self.media.pending_for(turn.room_id, turn.thread_root, turn.sender, model)
+            if self.media is not None
+            else []
+        )
         fixed = sum(message_tokens(m.content, model) for m in [*system, current])
+        if self.media is not None:  # images cost tokens of the budget like text
+            fixed += self.media.image_tokens(len(pending))
         budget = max(0, self.settings.history_token_budget - fixed)
         window = select_recent(newest_first, budget)
         history = [
@@ -346,24 +386,67 @@ class ChatService:
             )
             for m in window
         ]
+        media_ids: tuple[int, ...] = ()
+        if self.media is not None:
+            with_images = await self.media.with_images(
+                window, history, current, pending, room_id=turn.room_id, model=model
+            )
+            history, current, media_ids = (
+                with_images.history, with_images.current, with_images.media_ids,
+            )  # fmt: skip
         messages = [*system, *history, current]
         return PreparedTurn(
             turn, conversation.id if conversation else None, model, messages,
             oldest_in_window=window[0].id if window else None,
-            hold=await self._hold(turn.sender, caller, messages, model),
+            hold=await self._hold(turn.sender, caller, messages, model), media_ids=media_ids,
+            show_reasoning=room.show_reasoning,
         )  # fmt: skip
 
-    async def generate(self, prepared: PreparedTurn, on_text: TextCallback | None) -> Completion:
+    async def generate(
+        self,
+        prepared: PreparedTurn,
+        on_text: TextCallback | None,
+        on_thinking: TextCallback | None = None,
+    ) -> Completion:
         """Ask the model. Raises ModelError with a message for the member (the tokens held for
-        the turn are then given back)."""
+        the turn are then given back). A reasoning model's thinking is split off the answer:
+        `on_text` sees only the answer so far, `on_thinking` the thinking while no answer has
+        come yet; the Completion's text is the answer, its `reasoning` the thinking."""
+        stream = AnswerStream(on_text, on_thinking)
         try:
-            return await self._model.complete(
-                prepared.messages, model=prepared.model, on_text=on_text,
-                max_tokens=prepared.max_tokens,
+            raw = await self._model.complete(
+                prepared.messages, model=prepared.model,
+                on_text=stream.raw_text if on_text is not None else None,
+                max_tokens=prepared.max_tokens, on_reasoning=stream.provider_reasoning,
             )  # fmt: skip
         except ModelError:
             await self.release(prepared)
             raise
+        answer, inline = split_thinking(raw.text)
+        reasoning = "\n\n".join(r for r in (raw.reasoning.strip(), inline) if r)
+        completion = replace(raw, text=answer, reasoning=reasoning)
+        if not answer.strip():
+            # It thought (and spent the tokens) but said nothing: counted, not shown.
+            await self.commit(prepared, completion, reply_event_id=None, delivered=False)
+            raise ModelError(
+                "The assistant kept thinking and gave no answer"
+                + (" before it reached its length limit." if raw.cut_short else ".")
+                + " Please ask again, perhaps more simply."
+            )
+        return completion
+
+    async def answer_once(
+        self, sender: str, room_id: str, messages: list[PromptMessage]
+    ) -> Completion:
+        """One request outside any conversation (a catch-up summary): the same access rules
+        and quota hold as a turn, counted, nothing remembered. Raises ChatRefused, ModelError."""
+        room, caller = await self.check_access(sender, room_id)
+        turn = ChatTurn(room_id, None, sender, None, "", "")
+        hold = await self._hold(sender, caller, messages, room.model)
+        prepared = PreparedTurn(turn, None, room.model, messages, None, hold)
+        completion = await self.generate(prepared, None)
+        await self.commit(prepared, completion, reply_event_id=None, delivered=False)
+        return completion
 
     async def commit(
         self,
@@ -378,10 +461,12 @@ class ChatService:
         model = prepared.model
         prompt_tokens = completion.prompt_tokens
         if prompt_tokens is None:
-            prompt_tokens = sum(message_tokens(m.content, model) for m in prepared.messages)
+            prompt_tokens = self.prompt_tokens(prepared.messages, model)
         completion_tokens = completion.completion_tokens
-        if completion_tokens is None:
-            completion_tokens = count_tokens(completion.text, model)
+        if completion_tokens is None:  # thinking is written by the model too: it counts
+            completion_tokens = count_tokens(completion.text, model) + (
+                count_tokens(completion.reasoning, model) if completion.reasoning else 0
+            )
         turn = prepared.turn
         # Counted first and on its own: a delivered answer is always counted, whatever happens
         # to the history below. A passing database error is tried again.
@@ -398,8 +483,10 @@ class ChatService:
         await self._store.add_turn(
             (turn.room_id, turn.thread_root, turn.sender, prepared.conversation_id),
             NewMessage(
-                "user", turn.text, message_tokens(_speaker(turn.text, turn.sender_name), model),
+                "user", turn.text, message_tokens(_speaker(turn.text, turn.sender_name), model)
+                + (self.media.image_tokens(len(prepared.media_ids)) if self.media else 0),
                 author=turn.sender, author_name=turn.sender_name, event_id=turn.event_id,
+                media_ids=prepared.media_ids,
             ),
             NewMessage(
                 "assistant", completion.text, message_tokens(completion.text, model),
@@ -436,7 +523,8 @@ class ChatService:
             model=prepared.model, on_text=None,
         )  # fmt: skip
         upto = dropped[len(transcript) - 1].id if transcript else None
-        await self._store.save_summary(prepared.conversation_id, completion.text.strip(), upto)
+        summary = split_thinking(completion.text)[0]  # a reasoning model's thinking is not kept
+        await self._store.save_summary(prepared.conversation_id, summary, upto)
         return True
 
     # -- conversations ------------------------------------------------------------------------
@@ -449,8 +537,10 @@ class ChatService:
         return await self._store.close(room_id, thread_root, member)
 
     async def forget_event(self, event_id: str) -> bool:
-        """A member redacted a message: it leaves the history, with the answer it got."""
-        return await self._store.forget_event(event_id)
+        """A member redacted a message: it leaves the history, with the answer it got; a
+        redacted image is forgotten, pending or attached (assistant_media.py)."""
+        image = await self.media.forget_image(event_id) if self.media is not None else False
+        return await self._store.forget_event(event_id) or image
 
     async def edit_event(
         self, event_id: str, new_text: str, editor: str, model: str | None = None

@@ -106,6 +106,19 @@ class Outbox:
                 for r in rows
             ]
 
+    async def backlog(self) -> tuple[int, datetime | None]:
+        """How many messages wait (not delivered, not expired) and since when the oldest has;
+        one aggregate over the index ix_outbox_due, for the metrics."""
+        async with self._db.transaction() as session:
+            waiting = (
+                await session.execute(
+                    select(func.count(), func.min(OutboxMessage.created_at)).where(
+                        OutboxMessage.delivered_at.is_(None), OutboxMessage.expired_at.is_(None)
+                    )
+                )
+            ).one()
+            return int(waiting[0]), waiting[1]
+
     async def mark_delivered(self, message_id: int) -> None:
         async with self._db.transaction() as session:
             row = await session.get(OutboxMessage, message_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import structlog
 
 from bot.community.chat import Completion, LanguageModel, ModelError, PromptMessage, TextCallback
 from bot.lru import LRUDict
+from bot.metrics import NO_METRICS, Metrics
 
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
@@ -27,7 +29,7 @@ log = structlog.get_logger(__name__)
 # What a first request would otherwise import on the event loop.
 _LIBRARIES = (
     "httpx", "openai", "langchain_core.messages", "langchain_openai",
-    "openai.lib.streaming.chat", "openai.resources.chat.completions",
+    "openai.lib.streaming.chat", "openai.resources.chat.completions", "bot.llm.reasoning_client",
 )  # fmt: skip
 
 
@@ -43,7 +45,16 @@ def _prompt(messages: Sequence[PromptMessage]) -> list[Any]:
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
     kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
-    return [kinds[m.role](content=m.content) for m in messages]
+    return [kinds[m.role](content=_content(m)) for m in messages]
+
+
+def _content(message: PromptMessage) -> str | list[str | dict[str, Any]]:
+    """Text, or (a message with images) OpenAI's content parts: the text, then each image."""
+    if not message.images:
+        return message.content
+    parts: list[str | dict[str, Any]] = [{"type": "text", "text": message.content}]
+    parts.extend({"type": "image_url", "image_url": {"url": url}} for url in message.images)
+    return parts
 
 
 def _text(content: Any) -> str:
@@ -52,6 +63,15 @@ def _text(content: Any) -> str:
     if isinstance(content, list):  # content blocks
         return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
     return ""
+
+
+def _error_kind(cause: BaseException | None) -> str:
+    """The openai SDK's name for an error (langchain wraps some in its own subclasses), so the
+    metrics' labels do not change with the langchain version; None: the answer was empty."""
+    if cause is None:
+        return "EmptyAnswer"
+    kinds = type(cause).__mro__
+    return next((k.__name__ for k in kinds if k.__module__.startswith("openai")), kinds[0].__name__)
 
 
 class OpenAICompatibleModel(LanguageModel):
@@ -77,6 +97,7 @@ class OpenAICompatibleModel(LanguageModel):
         self._ready_for: str | None = None  # the model whose client warm_up() made
         # Rooms may name any model: keep a client for the few in use, not one per name ever seen.
         self._clients: LRUDict[str, ChatOpenAI] = LRUDict(16)
+        self.metrics: Metrics = NO_METRICS
 
     async def warm_up(self, model: str) -> None:
         """Import the libraries and make the client for `model`, in a worker thread."""
@@ -86,9 +107,10 @@ class OpenAICompatibleModel(LanguageModel):
 
     def _client(self, model: str) -> ChatOpenAI:
         if model not in self._clients:
-            from langchain_openai import ChatOpenAI
+            # ChatOpenAI, keeping a reasoning model's `reasoning_content`.
+            from bot.llm.reasoning_client import ReasoningChatOpenAI
 
-            self._clients[model] = ChatOpenAI(
+            self._clients[model] = ReasoningChatOpenAI(
                 model=model, streaming=self._stream, stream_usage=True, **self._options
             )
         return self._clients[model]
@@ -99,18 +121,46 @@ class OpenAICompatibleModel(LanguageModel):
         *,
         model: str,
         on_text: TextCallback | None,
-        max_tokens: int | None = None,
+        **options: Any,
     ) -> Completion:
-        await self.warm_up(model)
+        """Ask the model (see `_complete`), counted in the metrics: latency, tokens, errors."""
+        await self.warm_up(model)  # the first import is not the endpoint's latency
+        started = time.monotonic()
+        try:
+            completion = await self._complete(messages, model=model, on_text=on_text, **options)
+        except ModelError as problem:
+            kind = _error_kind(problem.__context__)  # what the endpoint did
+            self.metrics.assistant_failed(model, kind, time.monotonic() - started)
+            raise
+        self.metrics.assistant_answered(
+            model, time.monotonic() - started, completion.prompt_tokens,
+            completion.completion_tokens,
+        )  # fmt: skip
+        return completion
+
+    async def _complete(
+        self,
+        messages: Sequence[PromptMessage],
+        *,
+        model: str,
+        on_text: TextCallback | None,
+        max_tokens: int | None = None,
+        on_reasoning: TextCallback | None = None,
+    ) -> Completion:
         prompt = _prompt(messages)
         client = self._client(model)
         options: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
         usage: dict[str, Any] | None = None
-        text = ""
+        text = reasoning = ""
         finish: str | None = None
         try:
             if self._stream and on_text is not None:
                 async for chunk in client.astream(prompt, **options):
+                    thought = chunk.additional_kwargs.get("reasoning_content")
+                    if isinstance(thought, str) and thought:
+                        reasoning += thought
+                        if on_reasoning is not None:
+                            on_reasoning(reasoning)
                     piece = _text(chunk.content)
                     if piece:
                         text += piece
@@ -121,25 +171,28 @@ class OpenAICompatibleModel(LanguageModel):
             else:
                 result = await client.ainvoke(prompt, **options)
                 text = _text(result.content)
+                thought = result.additional_kwargs.get("reasoning_content")
+                reasoning = thought if isinstance(thought, str) else ""
                 usage = dict(result.usage_metadata) if result.usage_metadata else None
                 finish = result.response_metadata.get("finish_reason")
         except ModelError:
             raise
         except Exception as problem:
-            if text:  # some of the answer had come: it broke off, it was reachable
+            if text or reasoning:  # some of the answer had come: it broke off, it was reachable
                 log.warning("gpt.stream_cut", model=model, error=type(problem).__name__)
                 raise ModelError(
                     "The answer broke off halfway: the connection to the assistant's service "
                     "was lost. Please ask again."
                 ) from None
             raise self._explain(problem, model) from None
-        if not text.strip():
+        if not text.strip() and not reasoning.strip():
             raise ModelError("The assistant sent an empty answer. Please try again.")
         return Completion(
             text,
             prompt_tokens=usage.get("input_tokens") if usage else None,
             completion_tokens=usage.get("output_tokens") if usage else None,
             cut_short=finish == "length",
+            reasoning=reasoning,
         )
 
     def _explain(self, problem: Exception, model: str) -> ModelError:

@@ -25,6 +25,7 @@ from bot.community.chat import (
     PreparedTurn,
 )
 from bot.matrix.message_size import render_parts, split_markdown
+from bot.matrix.reasoning_view import THINKING, reasoning_content, with_reasoning
 from bot.matrix.render import message_content
 from bot.matrix.sender import Sender, SendError
 from bot.offload import off_loop
@@ -45,10 +46,14 @@ INTERRUPTED = (
 NOTICE_TIMEOUT_S = 5.0
 
 PlaceholderSink = Callable[[str], Awaitable[None]]
+# The room's recent messages a question may see: (room, asker, question's event) -> lines.
+RoomContextSource = Callable[[str, str, str], Awaitable[tuple[str, ...] | None]]
 
 
 def _streaming_content(text: str) -> dict[str, Any]:
     """What the placeholder shows while the answer grows: as much as one edit can carry."""
+    if text == THINKING:  # a reasoning model thinks; no answer yet
+        return message_content(THINKING)
     shown = split_markdown(text, max_parts=1)[0]
     return message_content(f"{shown} {PLACEHOLDER}")
 
@@ -143,6 +148,10 @@ class ChatRelay:
         self._stream = stream
         self._placeholder_after_s = placeholder_after_s
         self._background: set[asyncio.Task[None]] = set()
+        # Rooms with room context (`!gpt context N`): None (the room has none) or the lines.
+        self.room_context: RoomContextSource | None = None
+        # Told of every delivered answer: (turn, answer text, the event it replied to).
+        self.after_answer: Callable[[ChatTurn, str, str | None], Awaitable[None]] | None = None
 
     def _content(self, text: str, turn: ChatTurn, *, reply_to: str | None) -> dict[str, Any]:
         return message_content(text, reply_to=reply_to, thread_root=turn.thread_root)
@@ -153,11 +162,21 @@ class ChatRelay:
         """Answer a member's message (a DM, a mention, `!ask`, a thread follow-up). The
         placeholder is recorded with the message's claim, so a restart edits it, not another."""
         structlog.contextvars.bind_contextvars(room_id=message.room_id, event_id=message.event_id)
+        context = None
+        if self.room_context is not None and not message.is_direct and not message.thread_root:
+            try:
+                context = await self.room_context(message.room_id, message.sender, message.event_id)
+            except Exception:  # the question is answered without it
+                log.exception("chat.room_context_failed", room_id=message.room_id)
+                context = ()
         turn = ChatTurn(
             room_id=message.room_id,
-            # In a room the answer opens a thread on the question (or continues the thread).
-            thread_root=None if message.is_direct else (message.thread_root or message.event_id),
+            # In a room the answer opens a thread on the question (or continues the thread);
+            # with room context, the room is the conversation: the answer stays in it.
+            thread_root=None if message.is_direct or context is not None
+            else (message.thread_root or message.event_id),
             sender=message.sender, sender_name=sender_name, text=text, event_id=message.event_id,
+            room_context=context or (),
         )  # fmt: skip
 
         async def remember(placeholder: str) -> None:
@@ -229,7 +248,11 @@ class ChatRelay:
         sending: asyncio.Future[str] | None = None
         progress = _Progress()
         generating = asyncio.ensure_future(
-            self._chat.generate(prepared, progress.update if self._stream else None)
+            self._chat.generate(
+                prepared,
+                progress.update if self._stream else None,
+                (lambda _reasoning: progress.update(THINKING)) if self._stream else None,
+            )
         )
         try:
             if placeholder is not None:
@@ -253,7 +276,8 @@ class ChatRelay:
             if sending is not None:
                 placeholder = await sending
             answer = self._chat.shown_answer(prepared, completion)
-            reply_id = await self._deliver(answer, turn, reply_to, placeholder)
+            reasoning = completion.reasoning if prepared.show_reasoning else ""
+            reply_id = await self._deliver(answer, turn, reply_to, placeholder, reasoning)
         except ModelError as problem:
             if sending is not None:
                 with contextlib.suppress(SendError):
@@ -288,19 +312,34 @@ class ChatRelay:
             edits=pacer.edits if pacer else 0,
             duration_ms=round((time.monotonic() - started) * 1000),
         )
+        if self.after_answer is not None:  # e.g. the answer spoken (media_relay.py)
+            await self.after_answer(turn, completion.text, reply_to)
         try:
             await self._chat.fold_into_summary(prepared)
         except ModelError as problem:
             log.warning("chat.summary_failed", error=str(problem))
 
     async def _deliver(
-        self, text: str, turn: ChatTurn, reply_to: str | None, placeholder: str | None
+        self,
+        text: str,
+        turn: ChatTurn,
+        reply_to: str | None,
+        placeholder: str | None,
+        reasoning: str = "",
     ) -> str:
         """The whole answer: into the placeholder when there is one, then as many further
-        messages as a long answer needs. Returns the first message's id."""
+        messages as a long answer needs; a reasoning model's thinking (when the room shows it)
+        folded above it, or just before it when it does not fit. Returns the first message's id."""
         parts = await render_parts(
             text, reply_to=reply_to, thread_root=turn.thread_root, as_edit=placeholder is not None
         )
+        if reasoning:
+            folded = with_reasoning(parts[0], reasoning)
+            if folded is not None:
+                parts[0] = folded
+            else:
+                relation = {"reply_to": reply_to, "thread_root": turn.thread_root}
+                await self._sender.send(turn.room_id, reasoning_content(reasoning, **relation))
         if placeholder is not None:
             await self._sender.edit(turn.room_id, placeholder, parts[0])
             first = placeholder

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,10 @@ def verify_json(
     except Exception:
         return False
     return True
+
+
+# Brings back the private keys from elsewhere (secret storage) when the data dir lost them.
+Restore = Callable[[], Awaitable["CrossSigningKeys | None"]]
 
 
 class CrossSigningError(Exception):
@@ -180,8 +184,10 @@ class CrossSigning:
             raise CrossSigningError(f"keys/query answered {status}: {answer}")
         return answer
 
-    async def ensure(self, password: str | None) -> str:
-        """Set up or confirm cross-signing; returns what happened (for the log and tests)."""
+    async def ensure(self, password: str | None, restore: Restore | None = None) -> str:
+        """Set up or confirm cross-signing; returns what happened (for the log and tests).
+        `restore` is asked for the private keys when the data dir has none but the homeserver
+        has a master key; they are used only when all three match the homeserver's."""
         if not all(isinstance(key, str) and key for key in self._identity_keys.values()):
             raise CrossSigningError(
                 f"the identity keys of device {self._device_id} are unknown; not cross-signing"
@@ -190,13 +196,19 @@ class CrossSigning:
             server = await self._server_keys(http)
             server_master = server.get("master_keys", {}).get(self._user_id)
             keys = CrossSigningKeys.load(self.path)
-            if keys is None:
-                if server_master is not None:
+            if keys is None and server_master is not None:
+                keys = await restore() if restore is not None else None
+                if keys is None:
                     raise CrossSigningError(
                         f"the homeserver already has cross-signing keys for {self._user_id}, but "
                         f"{self.path} is missing; not replacing them silently. Restore the file, "
-                        "or reset cross-signing for this account and delete nothing else"
+                        "set a matching matrix.recovery_key, or reset cross-signing for this "
+                        "account and delete nothing else"
                     )
+                self._check_restored(keys, server)
+                keys.save(self.path)
+                outcome = "restored"
+            elif keys is None:
                 keys = CrossSigningKeys.generate()
                 # Saved before the upload: if its answer is lost, the next start finds these
                 # keys on both sides (or uploads them again), instead of refusing forever.
@@ -236,6 +248,20 @@ class CrossSigning:
                 outcome += ", device already signed"
         log.info("crypto.cross_signing", outcome=outcome, master_key=public_key(keys.master))
         return outcome
+
+    def _check_restored(self, keys: CrossSigningKeys, server: dict[str, Any]) -> None:
+        """Restored keys are used only when they are exactly the homeserver's three public keys."""
+        wrong = []
+        for usage in USAGES:
+            entry = server.get(f"{usage}_keys", {}).get(self._user_id)
+            held = entry.get("keys", {}) if isinstance(entry, dict) else {}
+            if f"ed25519:{public_key(keys.by_usage(usage))}" not in held:
+                wrong.append(usage)
+        if wrong:
+            raise CrossSigningError(
+                f"the restored cross-signing keys do not match the homeserver's ({', '.join(wrong)}"
+                "); not using them"
+            )
 
     def _verified_device(self, device: Any, *, already_signed: bool) -> dict[str, Any]:
         """The homeserver's entry for our device, without `signatures` and `unsigned` (exactly what

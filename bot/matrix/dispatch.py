@@ -15,7 +15,9 @@ from nio import (
     AsyncClient,
     MegolmEvent,
     RedactionEvent,
+    RoomEncryptedMedia,
     RoomMemberEvent,
+    RoomMessageMedia,
     RoomMessageText,
     SyncResponse,
 )
@@ -25,14 +27,17 @@ from bot.commands.executor import CommandExecutor, Message
 from bot.keyed_lock import KeyedLock
 from bot.matrix import router
 from bot.matrix.chat_relay import NOTICE_TIMEOUT_S, ChatRelay
-from bot.matrix.command_runner import CommandRunner
+from bot.matrix.command_runner import CommandRunner, ImageSink
 from bot.matrix.direct import DirectMessenger
 from bot.matrix.event_guard import EventGuard
 from bot.matrix.invites import InvitePolicy, answer_invite
 from bot.matrix.key_recovery import KeyRecovery
+from bot.matrix.media_relay import MediaRelay
+from bot.matrix.protection_stage import ProtectionStage
 from bot.matrix.router import Chat, Command, Edit, ThreadFollowUp
 from bot.matrix.sender import Sender
 from bot.matrix.welcomer import Welcomer
+from bot.metrics import Metrics
 from bot.store.events import EventLedger
 
 log = structlog.get_logger(__name__)
@@ -55,6 +60,20 @@ class Dispatcher:
         self.display_name: str | None = None
         # Told of every member who joins a DM with the bot (the outbox waits for those joins).
         self.member_joined: Callable[[str], Awaitable[None]] | None = None
+        # Members' images and voice messages for the assistant; None: not handled.
+        self.media: MediaRelay | None = None
+        # Between the router and the handlers (bot/matrix/protection_stage.py); None: off.
+        self.protections: ProtectionStage | None = None
+        # Shown every sync after the first (state_watch.py); they must not block.
+        self.sync_watchers: list[Callable[[SyncResponse], None]] = []
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._commands.metrics
+
+    @metrics.setter
+    def metrics(self, metrics: Metrics) -> None:
+        self._commands.metrics = metrics
 
     @property
     def bot_user_id(self) -> str:
@@ -70,6 +89,9 @@ class Dispatcher:
             skipped = sum(len(i.timeline.events) for i in response.rooms.join.values())
             log.info("matrix.backlog_skipped", events=skipped)
             return
+        for watcher in self.sync_watchers:
+            watcher(response)
+        handled = 0
         for room_id, info in response.rooms.join.items():
             events = router.since_join(info.timeline.events, self.bot_user_id)
             if info.timeline.limited and len(events) == len(info.timeline.events):
@@ -77,11 +99,16 @@ class Dispatcher:
                 log.warning("matrix.timeline_gap", room_id=room_id, events=len(events))
             for event in events:
                 if getattr(event, "sender", None) != self.bot_user_id:
+                    handled += 1
                     await self._guard.run(room_id, getattr(event, "event_id", None), (
                         lambda retry, r=room_id, e=event: self._on_event(r, e, resumed=retry)
                     ))  # fmt: skip
+        self.metrics.events_handled(handled)
 
     async def _on_event(self, room_id: str, event: Any, *, resumed: bool) -> None:
+        # The protections stage: every event of a community room passes it before the handlers.
+        if self.protections is not None and not await self.protections.screen(room_id, event):
+            return
         if isinstance(event, RoomMessageText):
             await self._on_text(room_id, event, resumed=resumed)
         elif isinstance(event, RedactionEvent):
@@ -90,14 +117,33 @@ class Dispatcher:
                     log.info("chat.redacted", event_id=event.redacts)
         elif isinstance(event, RoomMemberEvent):
             await self._on_member(room_id, event)
+        elif self.media is not None and isinstance(event, RoomMessageMedia | RoomEncryptedMedia):
+            # An image or voice message for the assistant (media_relay.py decides and claims).
+            message = self._message(room_id, event, resumed=resumed)
+            work = await self.media.take(event.source.get("content", {}), message)
+            if work is not None:
+                self._spawn(self._finishing(message, work))
         elif isinstance(event, MegolmEvent) and await self._ledger.claim(event.event_id, room_id):
             message = self._message(room_id, event)
             self._spawn(self._finishing(message, self.keys.recover(
                 room_id, event, is_direct=message.is_direct, decrypted=self.take_up,
             )))  # fmt: skip
 
-    async def take_up(self, room_id: str, event: RoomMessageText) -> None:
+    def use_media(self, media: MediaRelay, send_image: ImageSink) -> None:
+        """Members' images and voice messages go to `media`; pictures commands made are sent
+        with `send_image`."""
+        self.media = media
+        self._commands.send_image = send_image
+
+    async def take_up(self, room_id: str, event: RoomMessageText | RoomEncryptedMedia) -> None:
         """Handle a message again (decrypted late, or left unfinished by a previous run)."""
+        if isinstance(event, RoomEncryptedMedia):  # an image or voice message decrypted late
+            if self.media is not None:
+                message = self._message(room_id, event, resumed=True)
+                work = await self.media.take(event.source.get("content", {}), message)
+                if work is not None:
+                    await work
+            return
         await self._on_text(room_id, event, resumed=True)
 
     async def _on_member(self, room_id: str, event: RoomMemberEvent) -> None:
@@ -191,9 +237,14 @@ class Dispatcher:
 
     async def _run_command(self, text: str, message: Message) -> bool:
         """False when the event is not finished yet: an `!ask` answer goes on streaming beside
-        the room's next commands, and finishes it."""
-        question = await self._commands.run(text, message)
-        if question is None or self._relay is None:
+        the room's next commands, and finishes it (so does a reply that takes long)."""
+        outcome = await self._commands.run(text, message)
+        if outcome is None:
             return True
-        self._spawn(self._finishing(message, self._run_chat(question, message)))
+        if not isinstance(outcome, str):  # a reply that takes long: made beside the next commands
+            self._spawn(self._finishing(message, outcome))
+            return False
+        if self._relay is None:
+            return True
+        self._spawn(self._finishing(message, self._run_chat(outcome, message)))
         return False

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
-from nio import AsyncClient, MegolmEvent, RoomMessageText
+from nio import AsyncClient, MegolmEvent, RoomEncryptedMedia, RoomMessageText
 from nio.exceptions import EncryptionError, LocalProtocolError
 
 from bot.lru import LRUDict
@@ -25,7 +25,7 @@ HELP_EVERY_S = 600.0
 MEMO_SIZE = 10_000  # senders whose last help is remembered
 
 # Handles the message once it could be decrypted after all.
-Decrypted = Callable[[str, RoomMessageText], Awaitable[None]]
+Decrypted = Callable[[str, RoomMessageText | RoomEncryptedMedia], Awaitable[None]]
 
 
 class KeyRecovery:
@@ -58,7 +58,7 @@ class KeyRecovery:
                 message = self._client.decrypt_event(event)
             except (EncryptionError, ValueError):
                 continue
-            if isinstance(message, RoomMessageText):
+            if isinstance(message, RoomMessageText | RoomEncryptedMedia):  # text, or a file
                 bound.info("crypto.decrypted_late")
                 await decrypted(room_id, message)
             return

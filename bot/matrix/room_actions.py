@@ -41,6 +41,8 @@ class MatrixRoomActions(RoomActions):
         self._direct = direct
         self._kinds = kinds
         self.rate_limited_count = 0  # how often the homeserver told us to slow down
+        self.redactions: Any = None  # the protections' RedactionPacer, made on first use
+        self.successors: dict[str, str] = {}  # upgraded room -> its replacement (room_upgrades)
 
     @property
     def _me(self) -> str:
@@ -57,6 +59,7 @@ class MatrixRoomActions(RoomActions):
         return room.display_name if room is not None else room_id
 
     async def resolve(self, room: str) -> str:
+        room = self.successors.get(room, room)
         if room.startswith("!"):
             self._room(room)
             return room
@@ -169,6 +172,83 @@ class MatrixRoomActions(RoomActions):
             return None
         assert isinstance(response, RoomGetStateEventResponse)
         return response.content
+
+    async def put_state(
+        self, room_id: str, event_type: str, content: dict[str, Any], state_key: str = ""
+    ) -> None:
+        """Send a state event (a policy rule, a server ACL); the homeserver checks the power."""
+        await self._call(
+            lambda: self._client.room_put_state(room_id, event_type, content, state_key),
+            f"set {event_type}", self.room_name(room_id),
+        )  # fmt: skip
+
+    async def join(self, room: str) -> str:
+        """Join a room by id or alias (a ban list, a room's replacement); its id."""
+        response = await self._call(lambda: self._client.join(room), "join", room)
+        return str(response.room_id)
+
+    # -- for the protections (bot/community/protection_actions.py) ---------------------------
+
+    def redact_later(self, room_id: str, event_ids: list[str], reason: str) -> None:
+        if self.redactions is None:
+            from bot.matrix.redaction_pacer import RedactionPacer
+
+            self.redactions = RedactionPacer(self._client, self._sender)
+        self.redactions.add(room_id, event_ids, reason)
+
+    async def _power_levels(self, room_id: str) -> dict[str, Any]:
+        content = await self.state_content(room_id, "m.room.power_levels")
+        return dict(content or {})
+
+    async def _put_state(self, room_id: str, event_type: str, content: dict[str, Any]) -> None:
+        await self._call(
+            lambda: self._client.room_put_state(room_id, event_type, content), f"set {event_type}",
+            self.room_name(room_id),
+        )  # fmt: skip
+
+    async def mute(self, room_id: str, user_ids: list[str]) -> dict[str, int]:
+        """One power-levels event silencing them all (a level below what m.room.message needs);
+        their previous explicit levels (absent: the room's users_default)."""
+        name = self.room_name(room_id)
+        levels = await self._power_levels(room_id)
+        users = dict(levels.get("users") or {})
+        events = levels.get("events") or {}
+        me = int(users.get(self._me, levels.get("users_default", 0)))
+        if me < int(events.get("m.room.power_levels", levels.get("state_default", 50))):
+            raise RoomActionError(f"{name}: I do not have the power to mute there.")
+        needed = int(events.get("m.room.message", levels.get("events_default", 0)))
+        previous = {}
+        for user_id in user_ids:
+            current = int(users.get(user_id, levels.get("users_default", 0)))
+            if current >= me:
+                raise RoomActionError(f"{name}: {user_id} has as much power as I do.")
+            if user_id in users:
+                previous[user_id] = int(users[user_id])
+            users[user_id] = min(current, needed - 1)
+        await self._put_state(room_id, "m.room.power_levels", {**levels, "users": users})
+        return previous
+
+    async def unmute(self, room_id: str, user_id: str, level: int | None) -> None:
+        levels = await self._power_levels(room_id)
+        users = dict(levels.get("users") or {})
+        if level is None:
+            users.pop(user_id, None)
+        else:
+            users[user_id] = level
+        await self._put_state(room_id, "m.room.power_levels", {**levels, "users": users})
+
+    async def join_rule(self, room_id: str) -> dict[str, Any]:
+        return dict(await self.state_content(room_id, "m.room.join_rules") or {})
+
+    async def set_join_rule(self, room_id: str, content: dict[str, Any]) -> None:
+        await self._put_state(room_id, "m.room.join_rules", content)
+
+    async def send_direct(self, user_id: str, markdown: str) -> None:
+        try:
+            room_id = await self._direct.room_for(user_id)
+            await self._sender.send_markdown(room_id, markdown)
+        except SendError as problem:
+            raise RoomActionError(f"could not write to {user_id}: {problem}") from None
 
     async def post(self, room_id: str, markdown: str, *, key: str | None = None) -> None:
         room = self._room(room_id)

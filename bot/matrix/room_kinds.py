@@ -14,7 +14,7 @@ a `--all` ban never lands where it should not:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from nio import AsyncClient, MatrixRoom
 
@@ -41,6 +41,16 @@ class RoomKinds:
         self._client = client
         self._listed = frozenset(community_rooms)  # room ids, resolved from the config at start
         self.admin_room_id = admin_room_id
+        self._retired: set[str] = set()  # replaced by an upgrade: no longer a community room
+        # Rooms that are never community rooms though open to join (the ban lists followed).
+        self.set_apart: Callable[[str], bool] = lambda _room_id: False
+
+    def follow_upgrade(self, old: str, new: str) -> None:
+        """`old` was upgraded to `new`: the new room takes its place (see room_upgrades.py)."""
+        self._retired.add(old)
+        self._retired.discard(new)
+        if old in self._listed:
+            self._listed = (self._listed - {old}) | {new}
 
     def is_dm(self, room_id: str, member: str) -> bool:
         room = self._client.rooms.get(room_id)
@@ -48,7 +58,9 @@ class RoomKinds:
 
     def is_community(self, room_id: str) -> bool:
         room = self._client.rooms.get(room_id)
-        if room is None or room_id == self.admin_room_id:
+        if room is None or room_id == self.admin_room_id or room_id in self._retired:
+            return False
+        if self.set_apart(room_id):
             return False
         if self._client.user_id not in room.users or self._client.user_id in room.invited_users:
             return False  # left, kicked or only invited: nio keeps such rooms in its list

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -15,6 +16,7 @@ from bot.keyed_lock import KeyedLock
 from bot.matrix.client import CONNECT_ERRORS
 from bot.matrix.message_size import MAX_EVENT_BYTES, event_bytes, render_parts
 from bot.matrix.render import edit_content
+from bot.metrics import NO_METRICS, Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +44,15 @@ class Sender:
         self._rate_limit_budget_s = rate_limit_budget_s
         self._network_retries = network_retries
         self.rate_limited_count = 0  # how often the homeserver told us to slow down
+        self.metrics: Metrics = NO_METRICS
+        # Active/standby (bot/leader.py): called before every send; ends a leader whose lease ran out.
+        self.fence: Callable[[str], None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A message is being sent or waits to be (background work such as paced redactions
+        gives it the homeserver's rate budget first)."""
+        return len(self._locks) > 0
 
     async def send(
         self,
@@ -97,6 +108,8 @@ class Sender:
         """Send without encryption even in an encrypted room: for telling someone whose
         encryption is broken what to do, in words they can read."""
         async with self._locks(room_id):
+            if self.fence is not None:
+                self.fence("sending")
             method, path, data = Api.room_send(
                 self._client.access_token, room_id, "m.room.message", content, f"cb{time.time_ns()}"
             )
@@ -125,6 +138,8 @@ class Sender:
         # One transaction id for every attempt: the homeserver de-duplicates a retried send.
         txn_id = txn_id or f"cb{time.time_ns()}"
         while True:
+            if self.fence is not None:
+                self.fence("sending")
             try:
                 response = await self._client.room_send(
                     room_id, event_type, content, tx_id=txn_id, ignore_unverified_devices=True
@@ -148,6 +163,7 @@ class Sender:
                 if time.monotonic() + wait > deadline:
                     raise SendError("the homeserver kept rate-limiting the bot") from None
                 log.info("matrix.rate_limited", room_id=room_id, retry_after_ms=int(wait * 1000))
+                self.metrics.rate_limited(wait)
                 await asyncio.sleep(wait)
                 continue
             if response.status_code == "M_TOO_LARGE":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 import structlog
@@ -12,6 +13,7 @@ from nio import AsyncClient, SyncError, SyncResponse
 
 from bot.matrix.client import CONNECT_ERRORS, MatrixLoginError
 from bot.matrix.dispatch import Dispatcher
+from bot.metrics import NO_METRICS, Metrics
 from bot.store.events import EventLedger
 
 log = structlog.get_logger(__name__)
@@ -53,6 +55,8 @@ class SyncLoop:
         self.ready = asyncio.Event()  # set after the first successful sync
         self._unsaved: str | None = None  # the newest token not written yet
         self._saving: asyncio.Task[None] | None = None
+        self.last_synced: float | None = None  # time.monotonic() of the last batch handled
+        self.metrics: Metrics = NO_METRICS
 
     def _save_soon(self, token: str) -> None:
         """Write the token in the background, at most every TOKEN_SAVED_EVERY_S: the next sync
@@ -138,6 +142,8 @@ class SyncLoop:
                 await self._back_off(failures, "batch handling failed")
                 continue
             first = fresh = False
+            self.last_synced = time.monotonic()
+            self.metrics.synced(response)
             if self._encryption:
                 await self._crypto_housekeeping()
             self.ready.set()

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.audit import add_entry
 from bot.store.database import Database
-from bot.store.models import ChatMessage, Conversation, RoomSettings, User, utcnow
+from bot.store.models import ChatMedia, ChatMessage, Conversation, RoomSettings, User, utcnow
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class RoomOverrides:
     enabled: bool | None = None
     model: str | None = None
     prompt: str | None = None
+    context_messages: int | None = None
+    show_reasoning: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class NewMessage:
     author: str | None = None
     author_name: str | None = None
     event_id: str | None = None
+    media_ids: tuple[int, ...] = ()  # pending images (chat_media) this message takes
 
 
 def _stored(row: ChatMessage) -> StoredMessage:
@@ -98,13 +101,19 @@ class ChatStore:
             row = await session.get(RoomSettings, room_id)
         if row is None:
             return RoomOverrides()
-        return RoomOverrides(row.gpt_enabled, row.gpt_model, row.gpt_prompt)
+        return RoomOverrides(
+            row.gpt_enabled, row.gpt_model, row.gpt_prompt, row.gpt_context_messages,
+            row.gpt_show_reasoning,
+        )  # fmt: skip
 
     async def change_room_overrides(
         self, room_id: str, actor: str, changes: dict[str, object], *, reset: bool
     ) -> None:
         """Set `enabled`, `model` or `prompt` for one room, or `reset` them all; audited."""
-        columns = {"enabled": "gpt_enabled", "model": "gpt_model", "prompt": "gpt_prompt"}
+        columns = {
+            "enabled": "gpt_enabled", "model": "gpt_model", "prompt": "gpt_prompt",
+            "context_messages": "gpt_context_messages", "show_reasoning": "gpt_show_reasoning",
+        }  # fmt: skip
         async with self._db.transaction() as session:
             row = await session.get(RoomSettings, room_id) or RoomSettings(room_id=room_id)
             session.add(row)
@@ -182,7 +191,7 @@ class ChatStore:
                     session.add(found)
                     await session.flush()
                 conversation_id = found.id
-            session.add_all(
+            rows = [
                 ChatMessage(
                     conversation_id=conversation_id,
                     role=m.role,
@@ -193,7 +202,15 @@ class ChatStore:
                     tokens=m.tokens,
                 )
                 for m in (question, answer)
-            )
+            ]
+            session.add_all(rows)
+            if question.media_ids:  # the images the turn took belong to its question now
+                await session.flush()
+                await session.execute(
+                    update(ChatMedia)
+                    .where(ChatMedia.id.in_(question.media_ids), ChatMedia.message_id.is_(None))
+                    .values(message_id=rows[0].id)
+                )
             await session.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id)
@@ -242,13 +259,15 @@ class ChatStore:
     # -- members' messages --------------------------------------------------------------------
 
     async def forget_event(self, event_id: str) -> bool:
-        """A redacted message leaves the history, with the answer it got."""
+        """A redacted message leaves the history, with the answer it got; a redacted image
+        (chat_media, with the key of an encrypted one) is forgotten, pending or attached."""
         async with self._db.transaction() as session:
+            images = await session.execute(delete(ChatMedia).where(ChatMedia.event_id == event_id))
             message = await session.scalar(
                 select(ChatMessage).where(ChatMessage.event_id == event_id)
             )
             if message is None:
-                return False
+                return bool(images.rowcount)
             await delete_turn(session, message)
             return True
 

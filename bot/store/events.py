@@ -3,10 +3,12 @@ every message, so they are plain statements on a connection, without the ORM's s
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.store.database import Database
 from bot.store.models import HandledEvent, QuarantinedEvent, SyncState, utcnow
@@ -25,6 +27,9 @@ class EventLedger:
     def __init__(self, db: Database, account: str) -> None:
         self._db = db
         self._account = account
+        # Active/standby (bot/leader.py): checked in the transaction of each claim and sync
+        # token, so a leader whose lease was taken over writes neither.
+        self.fence: Callable[[AsyncConnection], Awaitable[None]] | None = None
 
     async def database_reachable(self) -> bool:
         return await self._db.reachable()
@@ -37,6 +42,8 @@ class EventLedger:
 
     async def save_sync_token(self, token: str) -> None:
         async with self._db.engine.begin() as conn:
+            if self.fence is not None:
+                await self.fence(conn)
             await upsert(
                 conn, SyncState, "account",
                 account=self._account, next_batch=token, updated_at=utcnow(),
@@ -45,6 +52,8 @@ class EventLedger:
     async def claim(self, event_id: str, room_id: str) -> bool:
         """True the first time an event id is claimed, False ever after (also across restarts)."""
         async with self._db.engine.begin() as conn:
+            if self.fence is not None:
+                await self.fence(conn)
             return await insert_ignore(
                 conn, HandledEvent, event_id=event_id, room_id=room_id, handled_at=utcnow()
             )

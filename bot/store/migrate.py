@@ -87,8 +87,19 @@ def _create_at(connection: Connection, revision: str) -> None:
     )
 
 
+# Processes starting together on one PostgreSQL database (active/standby) change its schema one
+# after the other: the second finds the work done.
+_SCHEMA_LOCK = 0x636F6D6D  # any constant; only our own processes take it
+
+
+def _one_at_a_time(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+
+
 async def _create_if_empty(db: Database, revision: str) -> bool:
     async with db.engine.begin() as connection:
+        await connection.run_sync(_one_at_a_time)
         if not await connection.run_sync(_empty):
             return False
         await connection.run_sync(_create_at, revision)
@@ -140,6 +151,7 @@ async def upgrade_to_head(
     cfg = _alembic_config()
 
     def run(connection: Connection) -> tuple[str | None, str]:
+        _one_at_a_time(connection)
         before = _current(connection)
         _check_known(cfg, before)
         cfg.attributes["connection"] = connection

@@ -58,6 +58,20 @@ class SyncState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class LeaderLease(Base):
+    """Who is the active bot process (active/standby on PostgreSQL, bot/leader.py). `epoch` grows
+    by one at every change of holder: the fencing token the leader's writes are checked against.
+    Times are the database's clock, so hosts' clocks never need to agree."""
+
+    __tablename__ = "leader_lease"
+
+    name: Mapped[str] = mapped_column(CleanString(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(CleanString(255))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+
+
 class HandledEvent(Base):
     """Events the bot has claimed, so that nothing is answered twice."""
 
@@ -241,6 +255,36 @@ class ChatMessage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ChatMedia(Base):
+    """An image a member sent the assistant, by reference (MXC URI, and for an encrypted
+    attachment its key, iv and hash): the bytes stay in the media repository and are fetched
+    again when a prompt is built. Pending (no message yet) until the next turn takes it."""
+
+    __tablename__ = "chat_media"
+    __table_args__ = (Index("ix_chat_media_pending", "room_id", "member", "message_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    message_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("chat_messages.id", ondelete="CASCADE"),
+        default=None,
+        index=True,
+    )
+    room_id: Mapped[str] = mapped_column(CleanString(255))
+    thread_root: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+    member: Mapped[str] = mapped_column(CleanString(255))
+    event_id: Mapped[str | None] = mapped_column(CleanString(255), default=None, index=True)
+    kind: Mapped[str] = mapped_column(CleanString(16))  # "image"
+    mxc: Mapped[str] = mapped_column(CleanString(512))
+    mimetype: Mapped[str | None] = mapped_column(CleanString(127), default=None)
+    # The `file` object of an encrypted attachment without its url (key, iv, hashes, v).
+    encryption: Mapped[dict[str, Any] | None] = mapped_column(CleanJSON, default=None)
+    width: Mapped[int | None] = mapped_column(Integer, default=None)
+    height: Mapped[int | None] = mapped_column(Integer, default=None)
+    size: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class GptUsage(Base):
     """Tokens a member used on one UTC day."""
 
@@ -264,6 +308,11 @@ class RoomSettings(Base):
     gpt_enabled: Mapped[bool | None] = mapped_column(Boolean, default=None)
     gpt_model: Mapped[str | None] = mapped_column(CleanString(255), default=None)
     gpt_prompt: Mapped[str | None] = mapped_column(CleanText, default=None)
+    gpt_vision: Mapped[bool | None] = mapped_column(Boolean, default=None)  # images in
+    gpt_speak: Mapped[bool | None] = mapped_column(Boolean, default=None)  # voice answers
+    # Room messages a question sees as context (0: none, answers open threads).
+    gpt_context_messages: Mapped[int | None] = mapped_column(Integer, default=None)
+    gpt_show_reasoning: Mapped[bool | None] = mapped_column(Boolean, default=None)
     welcome_enabled: Mapped[bool | None] = mapped_column(Boolean, default=None)
     welcome_template: Mapped[str | None] = mapped_column(CleanText, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -307,6 +356,85 @@ class Announcement(Base):
     created_by: Mapped[str] = mapped_column(CleanString(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class PolicyList(Base):
+    """A policy room (ban list, as Draupnir and Mjolnir publish) the community follows; `name`
+    is how moderators call it (`!ban … --list <name>` publishes there)."""
+
+    __tablename__ = "policy_lists"
+
+    room_id: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    name: Mapped[str] = mapped_column(CleanString(64), unique=True)
+    subscribed_by: Mapped[str] = mapped_column(CleanString(255))
+    subscribed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PolicyBan(Base):
+    """A ban a list's rule caused, so that withdrawing the rule lifts exactly these (and never
+    a moderator's own ban, which is not recorded here)."""
+
+    __tablename__ = "policy_bans"
+    __table_args__ = (
+        UniqueConstraint("room_id", "mxid", name="uq_policy_bans_room_mxid"),
+        Index("ix_policy_bans_rule", "list_room_id", "rule_kind", "rule_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    room_id: Mapped[str] = mapped_column(CleanString(255))  # the community room
+    mxid: Mapped[str] = mapped_column(CleanString(255))
+    list_room_id: Mapped[str] = mapped_column(CleanString(255))
+    rule_kind: Mapped[str] = mapped_column(CleanString(16))  # user, room or server
+    rule_key: Mapped[str] = mapped_column(CleanText)  # the rule's state key
+    entity: Mapped[str] = mapped_column(CleanText)
+    banned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PolicyAclDenies(Base):
+    """The deny entries of a community room's server ACL that the lists wrote there, so a list
+    sync takes back exactly those and never a room admin's own denies."""
+
+    __tablename__ = "policy_acl_denies"
+
+    room_id: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    deny: Mapped[list[str]] = mapped_column(CleanJSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RoomUpgrade(Base):
+    """A community room replaced by a newer version (tombstone): configured room ids and stored
+    settings follow `new_room_id`."""
+
+    __tablename__ = "room_upgrades"
+
+    old_room_id: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    new_room_id: Mapped[str] = mapped_column(CleanString(255), index=True)
+    upgraded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    carried: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # table -> rows
+
+
+class RoomProtection(Base):
+    """A room's overrides of one protection's `[protections]` settings (`!protect on|off|set`)."""
+
+    __tablename__ = "room_protections"
+
+    room_id: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    protection: Mapped[str] = mapped_column(CleanString(32), primary_key=True)
+    settings: Mapped[dict[str, Any]] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(CleanString(255), default=None)
+
+
+class RoomLockdown(Base):
+    """A room a join wave closed: the join rule to restore, and when."""
+
+    __tablename__ = "room_lockdowns"
+
+    room_id: Mapped[str] = mapped_column(CleanString(255), primary_key=True)
+    join_rule: Mapped[dict[str, Any]] = mapped_column()
+    closed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reopen_at: Mapped[datetime] = mapped_column()
+    reason: Mapped[str | None] = mapped_column(CleanText, default=None)
 
 
 def _trigram_index(name: str, column: Any) -> Index:

@@ -385,6 +385,12 @@ class JsClient:
         ``signedByOwner`` whether the device is cross-signed by its owner."""
         return await self.request("device_info", userId=user_id)
 
+    async def user_identity(self, user_id: str) -> dict[str, Any]:
+        """``user_id``'s cross-signing identity as this client holds it: ``{known, masterKey,
+        selfSigningKey, needsUserApproval, verificationViolation}`` (public keys, unpadded
+        base64). ``needsUserApproval`` is Element's "identity changed" warning."""
+        return await self.request("user_identity", userId=user_id)
+
     async def timeline(self, room_id: str | None = None) -> list[str]:
         """One summary line per buffered timeline event (for diagnostics)."""
         args = {"roomId": room_id} if room_id else {}

@@ -35,6 +35,18 @@ passed authentication):
 * ``"broken_stream"`` — for ``stream: true`` sends the role chunk and two content chunks, then
   drops the connection (chunked body left unterminated, no ``[DONE]``); for a non-streamed
   request sends the headers and half the JSON body, then drops the connection.
+
+Media (llm_stub_media.py): ``POST /v1/audio/transcriptions`` (multipart), ``/v1/audio/speech``
+(a real WAV), ``/v1/images/generations`` (``b64_json`` of a real PNG); recorded in
+``transcriptions``, ``speech_requests``, ``image_requests``, and image parts of chat requests in
+``images_seen``. The default answer to a message with images begins "I see an image of WxH.".
+
+Reasoning models: a reply may hold ``<think>…</think>`` like any text (set ``chunk_chars`` to
+stream it in pieces of that many characters, so tags arrive cut across chunks); ``reasoning``
+(a string or callable(request JSON) -> str) is sent as the provider field ``reasoning_content``
+(DeepSeek, vLLM): in streamed deltas before the content (``content: null``), and in the
+non-streamed message. ``answers`` records what was served: ``{"content", "reasoning_content",
+"stream"}`` per answer; the reasoning counts as completion tokens.
 """
 
 from __future__ import annotations
@@ -53,6 +65,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
+
+from tests.harness.llm_stub_media import MediaEndpoints, describe_images
 
 FAILURE_KINDS = ("429", "500", "timeout", "broken_stream")
 
@@ -103,7 +117,7 @@ def _error_body(message: str, type_: str, code: str | None, param: str | None = 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-class LlmStub:
+class LlmStub(MediaEndpoints):
     """An OpenAI-compatible chat completions server on 127.0.0.1.
 
     All attributes below may be changed between requests (they are read per request)."""
@@ -154,6 +168,14 @@ class LlmStub:
         self._inflight = 0
         #: The most chat requests ever answered at the same time (see :attr:`inflight`).
         self.peak_inflight = 0
+        #: Sent as ``reasoning_content`` beside the reply (``None``/``""``: none).
+        self.reasoning: Reply = None
+        #: Stream the reply in pieces of this many characters (None: word by word).
+        self.chunk_chars: int | None = None
+        #: What each answered request was served (see the module docstring).
+        self.answers: list[dict[str, Any]] = []
+        # Transcriptions, speech, image generation and image parts (llm_stub_media.py).
+        self._init_media()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -176,6 +198,7 @@ class LlmStub:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_get("/v1/models", self._list_models)
+        self._add_media_routes(app)
         app.router.add_get("/v1/models/{model}", self._get_model)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
@@ -238,6 +261,10 @@ class LlmStub:
         """Forget recorded requests, counters and queued failures (settings are kept)."""
         self.peak_inflight = self._inflight
         self.requests.clear()
+        self.answers.clear()
+        for record in (self.transcriptions, self.speech_requests, self.image_requests,
+                       self.images_seen):  # fmt: skip
+            record.clear()
         self.counts.clear()
         self._failures.clear()
 
@@ -245,7 +272,7 @@ class LlmStub:
         """The reply the stub gives to a request body."""
         reply = self.reply
         if reply is None:
-            return echo_reply(body)
+            return describe_images(body) + echo_reply(body)
         if callable(reply):
             return str(reply(body))
         return str(reply)
@@ -316,6 +343,7 @@ class LlmStub:
         if not isinstance(body, dict):
             body = {"_raw": body}
         self.requests.append(body)
+        self._record_image_parts(body)
         self.counts["requests"] += 1
         stream = bool(body.get("stream"))
         if stream:
@@ -363,6 +391,8 @@ class LlmStub:
                 return web.Response(status=503, text="llm stub shutting down")
 
         text = self.reply_for(body)
+        reasoning = self.reasoning(body) if callable(self.reasoning) else self.reasoning or ""
+        self.answers.append({"content": text, "reasoning_content": reasoning, "stream": stream})
         finish = "stop"
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int) and count_tokens(text) > limit:
@@ -373,7 +403,7 @@ class LlmStub:
         created = int(time.time())
         usage = None
         if self.report_usage:
-            p, c = prompt_tokens(messages), count_tokens(text)
+            p, c = prompt_tokens(messages), count_tokens(text) + count_tokens(reasoning)
             usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
         if stream:
@@ -381,7 +411,7 @@ class LlmStub:
             return await self._stream(
                 request, body, text, completion_id, created,
                 usage if include_usage else None, include_usage,
-                broken=failure == "broken_stream", finish=finish,
+                broken=failure == "broken_stream", finish=finish, reasoning=reasoning,
             )  # fmt: skip
 
         completion: dict[str, Any] = {
@@ -393,7 +423,12 @@ class LlmStub:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": {
+                        "role": "assistant",
+                        "content": text,
+                        "refusal": None,
+                        **({"reasoning_content": reasoning} if reasoning else {}),
+                    },
                     "logprobs": None,
                     "finish_reason": finish,
                 }
@@ -424,6 +459,7 @@ class LlmStub:
         *,
         broken: bool,
         finish: str = "stop",
+        reasoning: str = "",
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=200,
@@ -456,7 +492,13 @@ class LlmStub:
 
         try:
             await send(chunk({"role": "assistant", "content": "", "refusal": None}, None))
-            for i, piece in enumerate(split_reply(text)):
+            for thought in split_reply(reasoning):
+                if self.chunk_delay > 0:
+                    await asyncio.sleep(self.chunk_delay)
+                await send(chunk({"content": None, "reasoning_content": thought}, None))
+            n = self.chunk_chars
+            pieces = [text[i : i + n] for i in range(0, len(text), n)] if n else split_reply(text)
+            for i, piece in enumerate(pieces):
                 if broken and i == 2:
                     break
                 if self.chunk_delay > 0:

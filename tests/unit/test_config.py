@@ -288,8 +288,8 @@ def test_env_other_cb_variables_are_ignored(tmp_path: Path) -> None:
 def test_env_non_secret_key_file_is_unknown(tmp_path: Path) -> None:
     problems = problems_of(write(tmp_path, MATRIX), {"CB_MATRIX_DEVICE_NAME_FILE": "/x"})
     assert problems == [
-        "matrix.device_name_file: unknown key (access_token and password can be read from a "
-        "file, not device_name) (from CB_MATRIX_DEVICE_NAME_FILE)"
+        "matrix.device_name_file: unknown key (access_token and password and recovery_key can be "
+        "read from a file, not device_name) (from CB_MATRIX_DEVICE_NAME_FILE)"
     ]
 
 
@@ -657,6 +657,8 @@ def test_redacted_dict(tmp_path: Path) -> None:
         "scheduler",
         "access",
         "synapse",
+        "metrics",
+        "protections",
     }
     assert "hunter2-secret" not in json.dumps(data)
     assert "dbpass" not in json.dumps(data)

@@ -11,7 +11,7 @@
 // goes to stderr.
 //
 // Ops: start, set_isolation, create_room, join, wait_membership, send_text, wait_message, device_info,
-// own_status, events, stop. Their arguments are documented at each handler below.
+// user_identity, own_status, events, stop. Their arguments are documented at each handler below.
 
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
@@ -522,6 +522,30 @@ ops.device_info = async (args) => {
         },
         devices,
     };
+};
+
+/** user_identity {userId} -> {known, masterKey, selfSigningKey, needsUserApproval,
+ * verificationViolation}: the cross-signing identity this client holds for the user (the ed25519
+ * public keys, unpadded base64), downloading the user's keys if needed. `needsUserApproval` is
+ * what makes Element warn that a user's identity changed since it was first seen. */
+ops.user_identity = async (args) => {
+    requireClient();
+    const userId = args.userId;
+    await crypto.getUserDeviceInfo([userId], true);
+    const RustSdkCryptoJs = await import("@matrix-org/matrix-sdk-crypto-wasm");
+    // The Rust crypto's own view (matrix-js-sdk does not expose other users' master keys).
+    const identity = await crypto.olmMachine.getIdentity(new RustSdkCryptoJs.UserId(userId));
+    if (!identity) return { known: false, masterKey: null, selfSigningKey: null };
+    const firstKey = (json) => Object.values(JSON.parse(json).keys ?? {})[0] ?? null;
+    const result = {
+        known: true,
+        masterKey: firstKey(identity.masterKey),
+        selfSigningKey: firstKey(identity.selfSigningKey),
+        needsUserApproval: Boolean(identity.identityNeedsUserApproval?.()),
+        verificationViolation: Boolean(identity.hasVerificationViolation?.()),
+    };
+    identity.free?.();
+    return result;
 };
 
 /** events {roomId?} -> {events: [summary line]} of the buffered timeline (for diagnostics). */
