@@ -346,10 +346,11 @@ def wire(
     ledger = EventLedger(db, me)
     relay = ChatRelay(chat, sender, stream=cfg.gpt.stream)
     relay.room_context = summaries.context_for_question
+    invites = InvitePolicy(cfg.matrix.autojoin_from, cfg.roles.admins)
+    invites.refusal = lists.invite_refusal  # rooms, inviters and servers the ban lists ban
     dispatcher = Dispatcher(
         client, ledger=ledger, executor=executor, sender=sender, direct=direct,
-        invites=InvitePolicy(cfg.matrix.autojoin_from, cfg.roles.admins),
-        prefix=cfg.matrix.command_prefix, relay=relay, welcomer=welcomer,
+        invites=invites, prefix=cfg.matrix.command_prefix, relay=relay, welcomer=welcomer,
     )  # fmt: skip
     courier = OutboxCourier(
         outbox, sender, direct, compose_login_link=welcomer.compose_login_link,

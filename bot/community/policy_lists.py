@@ -118,6 +118,15 @@ class PolicyLists:
     def list_rooms(self) -> frozenset[str]:
         return frozenset(self._lists)
 
+    def invite_refusal(self, room_id: str, inviter: str) -> str | None:
+        """Why an invite of the bot must be refused under the followed lists (a room, an
+        inviter or a server they ban), or None."""
+        rule = self.book.invite_ban(room_id, inviter)
+        if rule is None:
+            return None
+        name = self._lists.get(rule.key.list_room, rule.key.list_room)
+        return f"{rule.key.kind} rule {rule.entity!r} of the list {name}"
+
     def is_list_room(self, room_id: str) -> bool:
         """A policy room the bot follows: never a community room, whatever its join rule."""
         return room_id in self._lists

@@ -152,6 +152,18 @@ class RuleBook:
             return found
         return next((rule for rule in globs if rule.matches(mxid)), None)
 
+    def invite_ban(self, room_id: str, inviter: str) -> PolicyRule | None:
+        """The first ban rule an invite breaks: one naming the room, the inviter, or the
+        inviter's server (room and server rules are few: a scan)."""
+        for rule in self.rules(kind="room"):
+            if rule.is_ban and rule.matches(room_id):
+                return rule
+        found = self.user_ban(inviter)
+        if found is not None:
+            return found
+        server = without_port(server_of(inviter))
+        return next((r for r in self.rules(kind="server") if r.is_ban and r.matches(server)), None)
+
     def key_of_event(self, event_id: str) -> RuleKey | None:
         return self._by_event.get(event_id)
 

@@ -21,6 +21,8 @@ class InvitePolicy:
         entries = set(autojoin_from)
         self._users = {e for e in entries if e.startswith("@")} | set(admins)
         self._servers = {e.lower() for e in entries if not e.startswith("@")}
+        # Why an allowed inviter's invite is still refused (the ban lists followed), or None.
+        self.refusal: Callable[[str, str], str | None] = lambda _room_id, _inviter: None
 
     def allows(self, inviter: str) -> bool:
         return inviter in self._users or server_of(inviter).lower() in self._servers
@@ -51,6 +53,11 @@ async def answer_invite(
     bound = log.bind(room_id=room_id, inviter=inviter)
     if not policy.allows(inviter):
         bound.info("matrix.invite_refused", reason="inviter not in matrix.autojoin_from")
+        await client.room_leave(room_id)
+        return
+    refused = policy.refusal(room_id, inviter)
+    if refused is not None:
+        bound.warning("matrix.invite_refused", reason=f"banned by a {refused}")
         await client.room_leave(room_id)
         return
     response = await client.join(room_id)

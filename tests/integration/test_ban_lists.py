@@ -355,3 +355,29 @@ async def test_an_upgraded_room_keeps_its_settings(synapse, tmp_path):
                     select(AuditEntry).where(AuditEntry.action == "room.upgrade")
                 ))  # fmt: skip
             assert len(ups) == 1  # the tombstone seen again after the restart changes nothing
+
+
+async def test_invites_to_rooms_and_from_members_the_lists_ban_are_refused(synapse, tmp_path):
+    owner_account, spammer_account = synapse.fresh_account("owner"), synapse.fresh_account("spam")
+    async with (
+        await TestUser.login(synapse.base_url, owner_account) as owner,
+        await TestUser.login(synapse.base_url, spammer_account) as spammer,
+    ):
+        admins = await owner.create_room(name="admins")
+        extra = {"matrix": {"admin_room": admins}}
+        async with running_bot(synapse, tmp_path, admins=[owner.user_id], extra=extra) as bot:
+            await owner.invite(admins, bot.user_id)
+            await owner.wait_for_membership(admins, bot.user_id, "join", timeout=15)
+            banned_room = await owner.create_room(name="banned")
+            policy = await owner.create_room(name="room-list", preset=RoomPreset.public_chat)
+            await put_rule(owner, policy, "room", banned_room)
+            await put_rule(owner, policy, "user", spammer.user_id)
+            await answer(owner, admins, f"!lists subscribe {policy} rooms", bot.user_id,
+                         "Following")  # fmt: skip
+
+            await owner.invite(banned_room, bot.user_id)  # a room the list bans
+            await becomes(owner, banned_room, bot.user_id, "leave")
+            spam_room = await spammer.create_room(name="spam", invite=[bot.user_id])
+            await becomes(spammer, spam_room, bot.user_id, "leave")  # an inviter the list bans
+            fine_room = await owner.create_room(name="fine", invite=[bot.user_id])
+            await owner.wait_for_membership(fine_room, bot.user_id, "join", timeout=15)

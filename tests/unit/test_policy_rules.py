@@ -242,3 +242,17 @@ def test_checking_an_arrival_against_thousands_of_rules_is_fast():
     for i in range(1_000):
         assert ban_for_member(book, "!a", f"@member{i}:good.org") is None
     assert time.perf_counter() - started < 1.0
+
+
+def test_an_invite_is_refused_for_a_banned_room_inviter_or_server():
+    book = RuleBook()
+    for r in (rule("room", "!bad*:example.org"), rule("user", "@spammer:x.org"),
+              rule("server", "evil.example"), rule("room", "!fine:example.org",
+              recommendation="m.no_such_thing")):  # fmt: skip
+        book.put(r.key, r)
+    assert book.invite_ban("!badroom:example.org", "@ann:ok.org").entity == "!bad*:example.org"
+    assert book.invite_ban("!room:example.org", "@spammer:x.org").entity == "@spammer:x.org"
+    found = book.invite_ban("!room:example.org", "@troll:evil.example:8448")  # port ignored
+    assert found is not None and found.entity == "evil.example"
+    assert book.invite_ban("!fine:example.org", "@ann:ok.org") is None  # not a ban rule
+    assert book.invite_ban("!room:example.org", "@ann:ok.org") is None
