@@ -533,6 +533,7 @@ class BotApp:
         self.jobs = jobs = Jobs()
         stack.callback(jobs.stop)
         stack.push_async_callback(parts.provider_http.aclose)
+        stack.push_async_callback(parts.chat.close)
         if parts.media_files is not None:
             stack.push_async_callback(parts.media_files.close)
         stack.push_async_callback(parts.identity_sync.stop)

@@ -337,6 +337,12 @@ class ChatService:
 
     # -- a turn -------------------------------------------------------------------------------
 
+    async def close(self) -> None:
+        """Let the model port close its connections, if it holds any."""
+        close = getattr(self._model, "close", None)
+        if close is not None:
+            await close()
+
     async def check_access(self, sender: str, room_id: str) -> tuple[RoomChatSettings, Caller]:
         """May `sender` chat in this room? Raises ChatRefused. (The quota is checked when the
         turn's tokens are held.)"""

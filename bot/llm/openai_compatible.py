@@ -97,7 +97,18 @@ class OpenAICompatibleModel(LanguageModel):
         self._ready_for: str | None = None  # the model whose client warm_up() made
         # Rooms may name any model: keep a client for the few in use, not one per name ever seen.
         self._clients: LRUDict[str, ChatOpenAI] = LRUDict(16)
+        # One HTTP connection pool of our own for every model's client. Left to itself,
+        # langchain-openai shares a process-wide pool per base URL (lru_cache), which outlives
+        # the event loop it was first used in (a second loop then meets "Event loop is closed").
+        self._http: Any = None
         self.metrics: Metrics = NO_METRICS
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+            self._clients.clear()
+            self._ready_for = None
 
     async def warm_up(self, model: str) -> None:
         """Import the libraries and make the client for `model`, in a worker thread."""
@@ -108,11 +119,16 @@ class OpenAICompatibleModel(LanguageModel):
     def _client(self, model: str) -> ChatOpenAI:
         if model not in self._clients:
             # ChatOpenAI, keeping a reasoning model's `reasoning_content`.
+            import httpx
+
             from bot.llm.reasoning_client import ReasoningChatOpenAI
 
+            if self._http is None:
+                self._http = httpx.AsyncClient()
             self._clients[model] = ReasoningChatOpenAI(
-                model=model, streaming=self._stream, stream_usage=True, **self._options
-            )
+                model=model, streaming=self._stream, stream_usage=True,
+                http_async_client=self._http, **self._options,
+            )  # fmt: skip
         return self._clients[model]
 
     async def complete(
