@@ -367,6 +367,7 @@ def wire(
     room_actions.redactions = RedactionPacer(
         client, sender, interval=60 / cfg.protections.redactions_per_minute
     )
+    room_actions.redactions.failed = protections.redaction_failed
     state_watch = StateWatch(client, lists, upgrades, kinds)
     dispatcher.sync_watchers.append(state_watch.on_sync)
     dispatcher.metrics = metrics

@@ -91,6 +91,7 @@ class ProtectionService:
         self._mutes = _Batch(BATCH_S, self._flush_mutes, self._spawn)
         self._warnings = _Batch(BATCH_S, self._flush_warnings, self._spawn)
         self._reports = _Batch(REPORT_BATCH_S, self._flush_reports, self._spawn)
+        self._unredacted = _Batch(REPORT_BATCH_S, self._flush_unredacted, self._spawn)
         self.acted: list[tuple[float, Decision]] = []  # recent actions, for tests and benchmarks
 
     # -- start and stop --------------------------------------------------------------------------
@@ -289,6 +290,25 @@ class ProtectionService:
             lines.append(f"… and {len(items) - 50} more (see the audit log).")
         try:
             await self._actions.post(room_id, "\n\n".join(lines))
+        except RoomActionError as failed:
+            log.warning("protections.report_failed", error=str(failed))
+
+    def redaction_failed(self, room_id: str, error: str) -> None:
+        """A caught message could not be removed (no power to redact, say): the admin room
+        hears of it, gathered per room, never silently."""
+        if self._admin_room is not None and self.community.report:
+            self._unredacted.add(room_id, error)
+
+    async def _flush_unredacted(self, room_id: str, errors: list[str]) -> None:
+        name = escape_markdown(self._actions.room_name(room_id))
+        what = "1 caught message" if len(errors) == 1 else f"{len(errors)} caught messages"
+        why = ", ".join(escape_markdown(shorten(e, 80)) for e in dict.fromkeys(errors))
+        text = (f"⚠️ I could not remove {what} in **{name}** ({why}). If I lack the power to "
+                "redact there, give it to me, or remove them by hand.")  # fmt: skip
+        if self._admin_room is None:
+            return
+        try:
+            await self._actions.post(self._admin_room, text)
         except RoomActionError as failed:
             log.warning("protections.report_failed", error=str(failed))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 import structlog
 from nio import AsyncClient, ErrorResponse
@@ -37,6 +38,8 @@ class RedactionPacer:
         self._task: asyncio.Task[None] | None = None
         self.done = 0
         self.rate_limited = 0
+        # Told of each redaction given up (room id, error code): the admin room hears of it.
+        self.failed: Callable[[str, str], None] = lambda _room_id, _error: None
         self._last_busy = 0.0
 
     def __len__(self) -> int:
@@ -92,6 +95,7 @@ class RedactionPacer:
                     continue
                 log.warning("protections.redact_failed", room_id=room_id, event_id=event_id,
                             error=code or "unreachable")  # fmt: skip
+                self.failed(room_id, code or "the homeserver could not be reached")
             else:
                 self.done += 1
                 self.interval = max(self._base, self.interval * 0.8)

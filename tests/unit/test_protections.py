@@ -405,3 +405,15 @@ async def test_set_option_checks_before_storing():
     assert svc.settings_for("!other:x")["flood"]["max_messages"] == 10
     assert "max_messages 4*" in svc.describe(ROOM)
     await svc.stop()
+
+
+async def test_redactions_given_up_are_told_in_the_admin_room_gathered_per_room():
+    svc, actions, _, _ = service()
+    svc.redaction_failed(ROOM, "M_FORBIDDEN")
+    svc.redaction_failed(ROOM, "M_FORBIDDEN")
+    await _settle()
+    posts = [c for c in actions.calls if c[0] == "post" and c[1] == "!admin:x"]
+    assert len(posts) == 1
+    text = posts[0][2]
+    assert "could not remove 2 caught messages" in text and r"M\_FORBIDDEN" in text
+    await svc.stop()
