@@ -526,7 +526,11 @@ class BotApp:
             log.info("chat.reservations_released", members=released)
         await self._learn_display_name(client, parts.dispatcher)
         # Shutdown, in reverse: handlers finish (or leave notices), greetings go out, the
-        # background tasks stop, the jobs stop.
+        # background tasks stop, the jobs stop; the model's and the media's connections close
+        # last, once no answer streams any more.
+        stack.push_async_callback(parts.chat.close)
+        if parts.media_files is not None:
+            stack.push_async_callback(parts.media_files.close)
         stack.push_async_callback(parts.dispatcher.drain, self._shutdown_grace_s)
         stack.push_async_callback(parts.welcomer.flush)
         tasks: list[asyncio.Task[None]] = []
@@ -534,9 +538,6 @@ class BotApp:
         self.jobs = jobs = Jobs()
         stack.callback(jobs.stop)
         stack.push_async_callback(parts.provider_http.aclose)
-        stack.push_async_callback(parts.chat.close)
-        if parts.media_files is not None:
-            stack.push_async_callback(parts.media_files.close)
         stack.push_async_callback(parts.identity_sync.stop)
         if parts.protections is not None:
             await parts.protections.start()
