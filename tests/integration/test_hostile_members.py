@@ -26,6 +26,7 @@ PING_WITHIN_S = 1.0
 LOOP_LAG_S = 0.1
 EVENT_BYTES = 56_000  # of the 65,536 Synapse allows, room left for the envelope
 PILL = '<a href="https://matrix.to/#/@mallory:localhost">'
+ROOM_ONLY = {"filter bait", "think tags"}  # what the room's protections read, not commands
 
 
 def many(pattern: str, share: float = 1.0) -> str:
@@ -67,6 +68,14 @@ def payloads(bot_id: str, own: str) -> list[tuple[str, dict[str, Any]]]:
         ("thread with nul", text("!ping\x00", **{
             "m.relates_to": {"rel_type": "m.thread", "event_id": own},
         })),
+        # The parsers and filters that came with protections, summaries, media and ban lists.
+        ("summary arguments", text("!summary since " + many("1 day "))),
+        ("protect set", text("!protect set filters words " + many("w "))),
+        ("lists subscribe", text("!lists subscribe " + many("#a:b "))),
+        ("image prompt", text("!image " + many("draw "))),
+        ("gpt context", text("!gpt context " + many("9"))),
+        ("filter bait", html(many("spam.example/x ", 0.4), many('<a href="http://a.spam.example/">', 0.4))),
+        ("think tags", text(many("<think></think"))),
     ]  # fmt: skip
 
 
@@ -90,7 +99,14 @@ async def test_pathological_messages_never_stall_or_silence_the_bot(
     extra = {
         "database": {"url": store_url},
         "gpt": {"base_url": stub.base_url, "api_key": "sk-test", "model": "m", "max_retries": 0},
-    }
+        # Every filter reads every message; the flood limit is out of the way (the hostile
+        # member must stay able to send, to be answered afterwards).
+        "protections": {
+            "filters": True, "filters_words": ["forbiddenword"],
+            "filters_domains": ["evil.example"], "filters_patterns": ["*casino*bonus*"],
+            "flood_max_messages": 1000,
+        },
+    }  # fmt: skip
     async with running_bot(synapse, tmp_path, extra=extra) as bot:
         mallory_account, alice_account = synapse.fresh_account("mal"), synapse.fresh_account("ali")
         for account in (mallory_account, alice_account):
@@ -115,6 +131,8 @@ async def test_pathological_messages_never_stall_or_silence_the_bot(
                 own = {r: await mallory.send_text(r, "hello there") for r in (room, mallory_dm)}
                 for target in (room, mallory_dm):
                     for what, content in payloads(bot.user_id, own[target]):
+                        if target == mallory_dm and what in ROOM_ONLY:
+                            continue  # plain text in a DM is a question for the assistant
                         response = await mallory.client.room_send(target, "m.room.message", content)
                         assert hasattr(response, "event_id"), (what, response)
                         where = f"{what} in {'room' if target == room else 'DM'}"
