@@ -10,6 +10,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bot.community.policy_glob import Glob
+
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
 _TRIM_LEFT = "<([{\"'*_`"
 _TRIM_RIGHT = ">)]}\"'.,;:!?*_`"
@@ -167,72 +169,23 @@ class DomainMatcher:
         return None
 
 
-@dataclass(frozen=True)
-class _Glob:
-    text: str
-    segments: tuple[str, ...]  # literal runs between stars, `?` standing for any one character
-
-    @classmethod
-    def parse(cls, pattern: str) -> _Glob | None:
-        lowered = pattern.strip().lower()
-        segments = tuple(s for s in lowered.split("*") if s)
-        return cls(lowered, segments) if segments else None
-
-
-def _find_segment(segment: str, text: str, start: int) -> int:
-    """Where `segment` (with `?` wildcards) first occurs in text[start:], or -1. Without `?`
-    it is str.find; with it, each occurrence of its longest literal piece is checked against the
-    other pieces: O(len(text) x len(segment)) at worst, and segments are at most 100 characters
-    (MAX_PATTERN_CHARS), so linear in the text."""
-    if "?" not in segment:
-        return text.find(segment, start)
-    # Anchor on the longest literal piece, then check the rest around it.
-    pieces = segment.split("?")
-    anchor_index = max(range(len(pieces)), key=lambda i: len(pieces[i]))
-    anchor = pieces[anchor_index]
-    offset = sum(len(p) + 1 for p in pieces[:anchor_index])
-    size = len(segment)
-    placed, at = [], 0  # each literal piece with its offset, compared in C (str.startswith)
-    for piece in pieces:
-        if piece:
-            placed.append((piece, at))
-        at += len(piece) + 1
-    if not anchor:  # only question marks
-        return start if len(text) - start >= size else -1
-    pos = start + offset
-    while (hit := text.find(anchor, pos)) >= 0:
-        begin = hit - offset
-        if begin + size > len(text):
-            return -1
-        if all(text.startswith(piece, begin + at) for piece, at in placed):
-            return begin
-        pos = hit + 1
-    return -1
-
-
 class GlobMatcher:
-    """Glob patterns found anywhere in a message (`free*nitro`, `bit.ly/?????`): each segment
-    is searched leftmost after the previous one, which decides a star pattern without ever
-    going back."""
+    """Glob patterns found anywhere in a message (`free*nitro`, `bit.ly/?????`): each is the
+    ban lists' linear glob (policy_glob.py) with a star at either end, matched on lower case."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
-        self._globs = [g for p in patterns if (g := _Glob.parse(p)) is not None]
+        self._globs = [
+            (lowered, Glob.compile(f"*{lowered}*"))
+            for p in patterns
+            if (lowered := p.strip().lower()).strip("*")
+        ]
 
     def __bool__(self) -> bool:
         return bool(self._globs)
 
     def find(self, text: str) -> str | None:
         lowered = text.lower()
-        for glob in self._globs:
-            pos = 0
-            for segment in glob.segments:
-                hit = _find_segment(segment, lowered, pos)
-                if hit < 0:
-                    break
-                pos = hit + len(segment)
-            else:
-                return glob.text
-        return None
+        return next((pattern for pattern, glob in self._globs if glob.matches(lowered)), None)
 
 
 @dataclass(frozen=True)
