@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from nio import AsyncClient, ProfileGetDisplayNameResponse, RoomResolveAliasResponse
@@ -28,6 +28,7 @@ from tenacity import (
     wait_incrementing,
 )
 
+from bot import startup_gc
 from bot.commands.catalog import all_commands
 from bot.commands.executor import CommandExecutor
 from bot.commands.services import LoginSettings, Services
@@ -59,10 +60,8 @@ from bot.leader import LeaderLease
 from bot.llm.openai_compatible import OpenAICompatibleModel
 from bot.llm.openai_media import OpenAICompatibleMedia
 from bot.matrix.access_rooms import MatrixGatedRooms
-from bot.matrix.account_recovery import AccountRecovery
 from bot.matrix.chat_relay import ChatRelay
 from bot.matrix.client import CONNECT_ERRORS, build_client, log_in
-from bot.matrix.cross_signing import CrossSigning, CrossSigningError, Restore
 from bot.matrix.direct import DirectMessenger
 from bot.matrix.dispatch import Dispatcher
 from bot.matrix.invites import InvitePolicy
@@ -93,11 +92,14 @@ from bot.store.room_protections import RoomProtectionStore
 from web_callback.app import create_app, serve
 from web_callback.providers import HttpClient, configured_providers
 
+if TYPE_CHECKING:  # loaded by _secure(), beside the first sync (with cryptography)
+    from bot.matrix.account_recovery import AccountRecovery
+    from bot.matrix.cross_signing import Restore
+
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
 RESUME_WINDOW = timedelta(hours=1)  # older unfinished work is left alone: the moment has passed
-HANDLED_EVENTS_KEPT = timedelta(days=30)
 
 
 def _secret(value: Any) -> str | None:
@@ -443,6 +445,7 @@ class BotApp:
                                  readiness=self.readiness)  # fmt: skip
                 runner = await serve(web, cfg.web.listen_host, cfg.web.listen_port)
                 stack.push_async_callback(runner.cleanup)
+                startup_gc.resume()  # what the imports and the store built is kept (frozen)
                 # Active/standby: only the lease holder goes on (the standby serves the web app
                 # meanwhile); the lease is released last, after handlers finished their replies.
                 if not await self._lead(stack):
@@ -509,10 +512,6 @@ class BotApp:
         if before != after:
             log.info("store.migrated", from_revision=before, to_revision=after,
                      backend=self.db.backend)  # fmt: skip
-        # Claims only matter while an event can still come back in a sync; keep a month.
-        await EventLedger(self.db, self.config.matrix.user_id).forget_before(
-            utcnow() - HANDLED_EVENTS_KEPT
-        )
 
     def _outbox_waiting(self) -> None:
         if self.parts is not None:
@@ -524,7 +523,7 @@ class BotApp:
         cfg = self.config
         if released := await parts.chat.release_held_tokens():
             log.info("chat.reservations_released", members=released)
-        await self._learn_display_name(client, parts.dispatcher)
+        parts.dispatcher.learn_display_name(self._display_name(client))
         # Shutdown, in reverse: handlers finish (or leave notices), greetings go out, the
         # background tasks stop, the jobs stop; the model's and the media's connections close
         # last, once no answer streams any more.
@@ -544,14 +543,19 @@ class BotApp:
             stack.push_async_callback(parts.protections.stop)
             stack.push_async_callback(parts.moderation.actions.redactions.stop)
         tasks.append(asyncio.create_task(parts.sync.run(), name="sync"))
-        if not await self._until_stopped(asyncio.create_task(parts.sync.ready.wait()), tasks):
-            return
-        if cfg.matrix.encryption:  # the device's keys went up with the first sync
-            self.recovery = AccountRecovery(cfg.matrix.homeserver, client, cfg.data.dir,
-                                            recovery_key=_secret(cfg.matrix.recovery_key))  # fmt: skip
-            stack.push_async_callback(self.recovery.close)
-            await self._cross_sign(client, self.recovery.restore_cross_signing)
-            await self.recovery.secure()  # room keys: restored into a fresh data dir, backed up
+        # Cross-signing and key backup start once the device's keys are up, while the first
+        # sync is handled, and are done before the bot says it is ready.
+        securing = (
+            asyncio.create_task(self._secure(client, parts.sync), name="secure")
+            if cfg.matrix.encryption else None
+        )  # fmt: skip
+        stack.push_async_callback(self._close_recovery)
+        stack.push_async_callback(_cancel_all, [securing] if securing else [])  # stopped first
+        for step in (parts.sync.ready.wait(), securing):
+            if step is not None and not await self._until_stopped(
+                asyncio.ensure_future(step), tasks
+            ):
+                return
         tasks.append(asyncio.create_task(parts.courier.run(), name="outbox"))
         if parts.state_watch is not None and parts.lists is not None:
             tasks.append(asyncio.create_task(
@@ -575,23 +579,39 @@ class BotApp:
             identity_sync=parts.identity_sync,
         )  # fmt: skip
         if parts.chat.media is not None:  # images no turn took within an hour are forgotten
-            jobs.every("media_pending", 3600, parts.chat.media.drop_stale_pending)
+            jobs.every("media_pending", 3600, parts.chat.media.drop_stale_pending, first_after=600)
         jobs.start()
         keeper = [self._lease_keeper] if self._lease_keeper is not None else []
         await self._until_stopped(None, [*tasks, *keeper])
 
+    async def _secure(self, client: AsyncClient, sync: SyncLoop) -> None:
+        """The device cross-signed, room keys restored into a fresh data dir and backed up."""
+        from bot.matrix.account_recovery import AccountRecovery
+
+        cfg = self.config
+        await sync.keys_published()
+        self.recovery = AccountRecovery(cfg.matrix.homeserver, client, cfg.data.dir,
+                                        recovery_key=_secret(cfg.matrix.recovery_key))  # fmt: skip
+        await self._cross_sign(client, self.recovery.restore_cross_signing)
+        await self.recovery.secure()
+
+    async def _close_recovery(self) -> None:
+        if self.recovery is not None:
+            await self.recovery.close()
+
     @staticmethod
-    async def _learn_display_name(client: AsyncClient, dispatcher: Dispatcher) -> None:
+    async def _display_name(client: AsyncClient) -> str | None:
         try:
             profile = await client.get_displayname(client.user_id)
         except CONNECT_ERRORS as problem:  # mentions by name wait for a restart; the rest works
             log.warning("matrix.displayname_unavailable", error=str(problem))
-            return
-        if isinstance(profile, ProfileGetDisplayNameResponse):
-            dispatcher.display_name = profile.displayname
+            return None
+        return profile.displayname if isinstance(profile, ProfileGetDisplayNameResponse) else None
 
     async def _cross_sign(self, client: Any, restore: Restore | None = None) -> None:
         """Cross-sign the bot's device; trouble here is logged, the bot works on regardless."""
+        from bot.matrix.cross_signing import CrossSigning, CrossSigningError
+
         cfg = self.config
         try:
             # Only device keys equal to our own Olm identity keys get signed, whatever the server says.

@@ -11,7 +11,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from bot.config import ConfigError, load_config, redacted_dict
+from bot import startup_gc
+
+# The heavy imports (the config's models, the store, nio) happen in main(), with the collector
+# paused (bot/startup_gc.py).
 
 
 def _fail(message: str) -> int:
@@ -20,6 +23,8 @@ def _fail(message: str) -> int:
 
 
 def _config_or_exit(path: str):  # type: ignore[no-untyped-def]
+    from bot.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as problem:
@@ -86,6 +91,14 @@ async def _recovery_key(config, *, rotate: bool = False) -> None:  # type: ignor
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    startup_gc.pause()  # `run` resumes it once wired; every command at its end
+    try:
+        return _main(argv)
+    finally:
+        startup_gc.resume()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="community-bot", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the bot (and its web app) until SIGTERM/SIGINT")
@@ -112,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "check-config":
+        from bot.config import redacted_dict
+
         config = _config_or_exit(args.path)
         for section, values in redacted_dict(config).items():
             if not isinstance(values, dict):

@@ -26,6 +26,9 @@ from bot.store.models import utcnow
 log = structlog.get_logger(__name__)
 
 Job = Callable[[], Awaitable[object]]
+UPKEEP_AFTER_START_S = 30  # the first run of the periodic upkeep, after the start
+UPKEEP_SPACING_S = 5  # between the first runs of two upkeep jobs
+HANDLED_EVENTS_KEPT = timedelta(days=30)
 
 
 class Jobs:
@@ -33,11 +36,14 @@ class Jobs:
 
     def __init__(self) -> None:
         self._scheduler: Any = None
-        self._planned: list[tuple[str, float, Callable[[], Awaitable[None]]]] = []
+        self._planned: list[tuple[str, float, float, Callable[[], Awaitable[None]]]] = []
         self.runs: dict[str, int] = {}
 
-    def every(self, name: str, seconds: float, job: Job, *, quiet: bool = False) -> None:
-        """Run `job` now and then every `seconds`; `quiet` jobs log start and end at debug level."""
+    def every(
+        self, name: str, seconds: float, job: Job, *, quiet: bool = False, first_after: float = 0.0
+    ) -> None:
+        """Run `job` `first_after` seconds after the start, then every `seconds`; `quiet` jobs log
+        start and end at debug level."""
 
         async def run() -> None:
             say = log.debug if quiet else log.info
@@ -57,16 +63,17 @@ class Jobs:
                 duration_ms=round((time.monotonic() - started) * 1000),
             )
 
-        self._planned.append((name, seconds, run))
+        self._planned.append((name, seconds, first_after, run))
 
     def start(self) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         self._scheduler = AsyncIOScheduler(timezone=UTC)
-        for name, seconds, run in self._planned:
+        now = datetime.now(UTC)
+        for name, seconds, first_after, run in self._planned:
             self._scheduler.add_job(
                 run, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True,
-                next_run_time=datetime.now(UTC),
+                next_run_time=now + timedelta(seconds=first_after),
             )  # fmt: skip
         self._scheduler.start()
 
@@ -115,24 +122,31 @@ def schedule_jobs(
     identity_sync: IdentitySync | None = None,
     announcement_poll_s: float = 5.0,
 ) -> None:
+    # Due announcements go out at the first poll; the upkeep waits until the start has settled
+    # (the first commands and the first syncs come first), one job after the other.
     jobs.every("announcements", announcement_poll_s,
-               lambda: post_due_announcements(announcements, moderation), quiet=True)  # fmt: skip
-    jobs.every("purge_login_links", 3600, login_links.purge)
+               lambda: post_due_announcements(announcements, moderation), quiet=True,
+               first_after=announcement_poll_s)  # fmt: skip
+    upkeep = iter(range(UPKEEP_AFTER_START_S, 10**6, UPKEEP_SPACING_S))
+    jobs.every("purge_login_links", 3600, login_links.purge, first_after=next(upkeep))
     if reminder_after:
         jobs.every(
-            "newcomer_reminders",
-            600,
+            "newcomer_reminders", 600,
             lambda: remind_newcomers(welcome, reminder_after, send_login_link),
-        )
-    jobs.every("history_retention", 86400, lambda: chat.purge_older_than(retention_days))
+            first_after=next(upkeep),
+        )  # fmt: skip
+    jobs.every("history_retention", 86400, lambda: chat.purge_older_than(retention_days),
+               first_after=next(upkeep))  # fmt: skip
+    # Claims only matter while an event can still come back in a sync.
     jobs.every(
-        "forget_old_claims", 86400, lambda: ledger.forget_before(utcnow() - timedelta(days=30))
-    )
-    jobs.every("outbox_upkeep", 3600, lambda: outbox_upkeep(outbox))
+        "forget_old_claims", 86400, lambda: ledger.forget_before(utcnow() - HANDLED_EVENTS_KEPT),
+        first_after=next(upkeep),
+    )  # fmt: skip
+    jobs.every("outbox_upkeep", 3600, lambda: outbox_upkeep(outbox), first_after=next(upkeep))
     if identity_sync is not None and identity_sync.interval > timedelta(0):
         # Often enough that each binding is read within its jittered interval, in small runs.
         tick = min(max(identity_sync.interval.total_seconds() / 6, 30), 600)
-        jobs.every("identity_resync", tick, identity_sync.resync_due)
+        jobs.every("identity_resync", tick, identity_sync.resync_due, first_after=next(upkeep))
 
 
 async def outbox_upkeep(outbox: Outbox) -> dict[str, int]:

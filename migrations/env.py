@@ -9,13 +9,15 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from bot.store.database import create_engine
-from bot.store.models import Base
+from bot.store.models import Base, declare_trigram_indexes
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        declare_trigram_indexes()  # what the revisions make there, compared too
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -39,6 +41,8 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 elif context.is_offline_mode():
+    if config.get_main_option("sqlalchemy.url", "").startswith("postgresql"):
+        declare_trigram_indexes()
     context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata)
     with context.begin_transaction():
         context.run_migrations()

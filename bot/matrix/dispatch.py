@@ -58,6 +58,7 @@ class Dispatcher:
         self._room_order: KeyedLock[str] = KeyedLock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.display_name: str | None = None
+        self._naming: asyncio.Task[str | None] | None = None  # the profile, asked at start
         # Told of every member who joins a DM with the bot (the outbox waits for those joins).
         self.member_joined: Callable[[str], Awaitable[None]] | None = None
         # Members' images and voice messages for the assistant; None: not handled.
@@ -66,6 +67,10 @@ class Dispatcher:
         self.protections: ProtectionStage | None = None
         # Shown every sync after the first (state_watch.py); they must not block.
         self.sync_watchers: list[Callable[[SyncResponse], None]] = []
+
+    def learn_display_name(self, profile: Awaitable[str | None]) -> None:
+        """The bot's display name (for mentions by name), asked beside the first sync."""
+        self._naming = asyncio.ensure_future(profile)
 
     @property
     def metrics(self) -> Metrics:
@@ -89,6 +94,9 @@ class Dispatcher:
             skipped = sum(len(i.timeline.events) for i in response.rooms.join.values())
             log.info("matrix.backlog_skipped", events=skipped)
             return
+        if self._naming is not None:  # mentions by name are known before the first message
+            naming, self._naming = self._naming, None
+            self.display_name = await naming
         for watcher in self.sync_watchers:
             watcher(response)
         handled = 0
@@ -222,6 +230,8 @@ class Dispatcher:
         """Let handlers that are running finish (on shutdown), up to `timeout` seconds; those cut
         off then get `tidy_s` to leave a notice in place of a half answer, before the client and
         the database close."""
+        if self._naming is not None:
+            self._naming.cancel()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=timeout)
             for task in pending:

@@ -57,6 +57,8 @@ class SyncLoop:
         self._saving: asyncio.Task[None] | None = None
         self.last_synced: float | None = None  # time.monotonic() of the last batch handled
         self.metrics: Metrics = NO_METRICS
+        self._first_upload: asyncio.Task[None] | None = None
+        self._keys_up = asyncio.Event()  # this device's keys are on the homeserver
 
     def _save_soon(self, token: str) -> None:
         """Write the token in the background, at most every TOKEN_SAVED_EVERY_S: the next sync
@@ -80,12 +82,20 @@ class SyncLoop:
         try:
             await self._run()
         finally:  # stopping: the newest token is written now
+            if self._first_upload is not None:
+                self._first_upload.cancel()
             if self._saving is not None:
                 self._saving.cancel()
             if self._unsaved is not None:
                 await asyncio.shield(self._ledger.save_sync_token(self._unsaved))
 
     async def _run(self) -> None:
+        if self._encryption and self._client.should_upload_keys:
+            # A new device's keys go up while the first sync is fetched and handled (joins
+            # included), not after: the next sync, where the first commands come, starts sooner.
+            self._first_upload = asyncio.create_task(self._upload_first_keys())
+        else:
+            self._keys_up.set()
         token = await self._ledger.sync_token()
         fresh = token is None
         first = True
@@ -148,6 +158,24 @@ class SyncLoop:
                 await self._crypto_housekeeping()
             self.ready.set()
 
+    async def keys_published(self) -> None:
+        """Returns once this device's keys are on the homeserver, or, should their upload fail,
+        once the first sync is done (what needs the keys then says so)."""
+        waits = [
+            asyncio.ensure_future(self._keys_up.wait()),
+            asyncio.ensure_future(self.ready.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _upload_first_keys(self) -> None:
+        await self._client.keys_upload()
+        if not self._client.should_upload_keys:
+            self._keys_up.set()
+
     async def _back_off(self, failures: int, reason: str) -> None:
         wait = min(MAX_BACKOFF_S, 2 ** min(failures - 1, 6)) * random.uniform(0.8, 1.2)
         log.warning(
@@ -168,8 +196,13 @@ class SyncLoop:
         """What nio's sync_forever does between syncs: keep device and one-time keys flowing."""
         client = self._client
         try:
+            if self._first_upload is not None:
+                uploading, self._first_upload = self._first_upload, None
+                await uploading
             if client.should_upload_keys:
                 await client.keys_upload()
+                if not client.should_upload_keys:
+                    self._keys_up.set()
             if client.should_query_keys:
                 await client.keys_query()
             if client.should_claim_keys:

@@ -75,11 +75,12 @@ def _empty(connection: Connection) -> bool:
 
 def _create_at(connection: Connection, revision: str) -> None:
     """A new database: the models' tables as they are at `revision`, stamped with it."""
-    from bot.store.models import Base
+    from bot.store.models import Base, declare_trigram_indexes
 
     if connection.dialect.name == "postgresql":
         connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
-    Base.metadata.create_all(connection)
+        declare_trigram_indexes()
+    Base.metadata.create_all(connection, checkfirst=False)  # known to be empty
     connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
                             "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"))  # fmt: skip
     connection.execute(

@@ -437,17 +437,24 @@ class RoomLockdown(Base):
     reason: Mapped[str | None] = mapped_column(CleanText, default=None)
 
 
-def _trigram_index(name: str, column: Any) -> Index:
-    """A GIN trigram index on lower(column), serving `lower(column) LIKE '%...%'` (member search).
-    PostgreSQL only (pg_trgm, revision 0007_member_search): SQLite has no such index, so neither
-    the revision nor `create_all` makes one there."""
-    return Index(
-        name, func.lower(column).label("lowered"),
-        postgresql_using="gin", postgresql_ops={"lowered": "gin_trgm_ops"},
-        postgresql_with={"fastupdate": "off"},
-    ).ddl_if(dialect="postgresql")  # fmt: skip
+_TRIGRAM_INDEXES = (
+    ("ix_users_mxid_trgm", User.mxid),
+    ("ix_identities_username_trgm", Identity.username),
+    ("ix_identities_email_trgm", Identity.email),
+)
 
 
-_trigram_index("ix_users_mxid_trgm", User.mxid)
-_trigram_index("ix_identities_username_trgm", Identity.username)
-_trigram_index("ix_identities_email_trgm", Identity.email)
+def declare_trigram_indexes() -> None:
+    """GIN trigram indexes on lower(column), serving `lower(column) LIKE '%...%'` (member search).
+    PostgreSQL only (pg_trgm, revision 0007_member_search): SQLite has no such index. They join
+    the models where a PostgreSQL schema is made or compared (bot/store/migrate.py,
+    migrations/env.py), not at import: their options load SQLAlchemy's PostgreSQL dialect, which
+    a bot on SQLite never needs, at every start."""
+    names = {index.name for index in User.__table__.indexes | Identity.__table__.indexes}
+    for name, column in _TRIGRAM_INDEXES:
+        if name not in names:
+            Index(
+                name, func.lower(column).label("lowered"),
+                postgresql_using="gin", postgresql_ops={"lowered": "gin_trgm_ops"},
+                postgresql_with={"fastupdate": "off"},
+            ).ddl_if(dialect="postgresql")  # fmt: skip

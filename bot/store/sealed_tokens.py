@@ -7,27 +7,40 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 KEY_FILE = "sso-token-key"
 
 
 class SealedTokens:
+    """`cryptography` is loaded at the first token sealed or opened, not when the bot starts."""
+
     def __init__(self, secret: str) -> None:
+        self._secret = secret
+
+    @cached_property
+    def _fernet(self) -> Fernet:
+        from cryptography.fernet import Fernet
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"community-bot sso tokens"
-        ).derive(secret.encode())
-        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+        ).derive(self._secret.encode())
+        return Fernet(base64.urlsafe_b64encode(key))
 
     def seal(self, token: str) -> str:
         return self._fernet.encrypt(token.encode()).decode()
 
     def open(self, sealed: str) -> str | None:
         """The token, or None when it was sealed with another key (the key changed)."""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(sealed.encode()).decode()
         except (InvalidToken, ValueError):

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from structlog.testing import capture_logs
 
-import bot.app
+import bot.matrix.cross_signing
 from bot.matrix.cross_signing import (
     CrossSigning,
     CrossSigningError,
@@ -126,7 +126,7 @@ async def test_forged_device_keys_from_the_homeserver_are_never_cross_signed(
             return CrossSigning(proxy.base_url, *args, **kwargs)
 
         # Only CrossSigning talks to the proxy; the bot's Matrix client talks to Synapse directly.
-        monkeypatch.setattr(bot.app, "CrossSigning", through_proxy)
+        monkeypatch.setattr(bot.matrix.cross_signing, "CrossSigning", through_proxy)
         bot_run = RunningBot(config, account)
         with capture_logs() as logs:
             await bot_run.start()
@@ -230,7 +230,7 @@ async def test_forged_device_keys_from_the_homeserver_are_never_cross_signed(
 
         # Without the proxy, the same device (same credentials, same Olm account) is signed.
         monkeypatch.undo()
-        assert bot.app.CrossSigning is CrossSigning
+        assert bot.matrix.cross_signing.CrossSigning is CrossSigning
         with capture_logs() as logs:
             await bot_run.start()
         try:

@@ -42,13 +42,47 @@ def test_a_new_database_or_one_at_the_newest_revision_is_opened_without_alembic(
 
 
 def test_importing_the_bot_loads_neither_the_assistant_nor_the_sso_libraries():
+    """Nor cryptography (loaded beside the first sync, for cross-signing, or at the first SSO
+    token sealed), nor SQLAlchemy's PostgreSQL dialect on SQLite."""
     loaded = run(
         """
         import sys
         import bot.cli, bot.app
         heavy = ("langchain_openai", "langchain_core", "openai", "authlib", "joserfc", "alembic",
-                 "apscheduler")
+                 "apscheduler", "cryptography", "sqlalchemy.dialects.postgresql")
         print(",".join(m for m in heavy if m in sys.modules))
         """
     ).strip()
     assert loaded == ""
+
+
+def test_the_collector_is_paused_while_the_bot_starts_and_runs_again_after(tmp_path):
+    """`community-bot` imports with the cyclic collector paused (bot/startup_gc.py); whatever the
+    command, the collector runs again at its end, with what start-up built frozen."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[matrix]\nhomeserver = "http://127.0.0.1:9"\nuser_id = "@b:localhost"\n'
+        'password = "x"\n[web]\npublic_url = "http://127.0.0.1:8080"\n'
+        f'[data]\ndir = "{tmp_path / "data"}"\n'
+    )
+    out = (
+        run(
+            f"""
+        import gc, sys
+        from bot import startup_gc
+        from bot.cli import main
+        seen = []
+        original = startup_gc.resume
+        def resume():
+            seen.append(gc.isenabled())  # still paused when start-up ends
+            original()
+        startup_gc.resume = resume
+        assert "pydantic" not in sys.modules  # the heavy imports wait for main()
+        code = main(["check-config", {str(config)!r}])
+        print(code, seen, gc.isenabled(), gc.get_freeze_count() > 10_000)
+        """
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+    assert out == "0 [False] True True"
