@@ -438,6 +438,9 @@ class BotApp:
         try:
             async with AsyncExitStack() as stack:
                 stack.push_async_callback(self.db.close)
+                login: tuple[AsyncClient, asyncio.Task[None]] | None = None
+                if not self.lease.enabled:  # one process: it logs in while the store gets ready
+                    login = self._log_in(stack)
                 await self._prepare_store()
                 # The web app serves even while the homeserver is unreachable.
                 await self._serve_metrics(stack)
@@ -450,14 +453,10 @@ class BotApp:
                 # meanwhile); the lease is released last, after handlers finished their replies.
                 if not await self._lead(stack):
                     return
-                client = build_client(cfg.matrix.homeserver, cfg.matrix.user_id, cfg.data.dir,
-                                      encryption=cfg.matrix.encryption)  # fmt: skip
-                stack.push_async_callback(client.close)
+                client, logging_in = login or self._log_in(stack)  # a standby has not yet
                 self.readiness.client = client
                 started = utcnow()  # claims from before this moment belong to a previous run
-                if not await self._until_stopped(
-                    asyncio.create_task(log_in_patiently(client, cfg))
-                ):
+                if not await self._until_stopped(logging_in):
                     return
                 rooms = await follow_upgrades(self.db, await resolve_rooms(client, cfg))
                 self.parts = wire(cfg, self.db, client, rooms, long_poll_ms=self._long_poll_ms,
@@ -469,6 +468,16 @@ class BotApp:
                 await self._serve(client, self.parts, stack, started)
         finally:
             log.info("bot.stopped")
+
+    def _log_in(self, stack: AsyncExitStack) -> tuple[AsyncClient, asyncio.Task[None]]:
+        """The Matrix client, and its login under way (waiting out an unreachable homeserver)."""
+        cfg = self.config
+        client = build_client(cfg.matrix.homeserver, cfg.matrix.user_id, cfg.data.dir,
+                              encryption=cfg.matrix.encryption)  # fmt: skip
+        stack.push_async_callback(client.close)
+        logging_in = asyncio.create_task(log_in_patiently(client, cfg), name="log in")
+        stack.push_async_callback(_abandon, logging_in)
+        return client, logging_in
 
     async def _lead(self, stack: AsyncExitStack) -> bool:
         """Wait until this process holds the leader lease (at once with SQLite), then keep it
@@ -585,11 +594,13 @@ class BotApp:
         await self._until_stopped(None, [*tasks, *keeper])
 
     async def _secure(self, client: AsyncClient, sync: SyncLoop) -> None:
-        """The device cross-signed, room keys restored into a fresh data dir and backed up."""
+        """The device cross-signed, room keys restored into a fresh data dir and backed up;
+        begun once the device's keys are up (what it loads waits until then, not the first
+        sync)."""
+        await sync.keys_published()
         from bot.matrix.account_recovery import AccountRecovery
 
         cfg = self.config
-        await sync.keys_published()
         self.recovery = AccountRecovery(cfg.matrix.homeserver, client, cfg.data.dir,
                                         recovery_key=_secret(cfg.matrix.recovery_key))  # fmt: skip
         await self._cross_sign(client, self.recovery.restore_cross_signing)
@@ -655,3 +666,11 @@ async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _abandon(task: asyncio.Task[Any]) -> None:
+    """Stop `task` if it still runs; what it raised was reported where it was awaited (or matters
+    less than what ends the bot now)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
