@@ -13,13 +13,14 @@ and the clock stops when the reply to it is in their client. Sending as soon as 
 extra load on the homeserver while it starts. The DM is plain: the member's own key exchange with
 a brand-new device is not the bot's start-up.
 
-Three timed runs (the median is the figure), after one run under ``python -X importtime`` that is
-not timed: it warms the file cache and tells which imports happen before the first log line (the
+Five timed runs (the median is the figure: this machine's speed drifts by a third from one
+minute to the next, and five runs hold the median steadier than three), after one run under
+``python -X importtime`` that is not timed: it warms the file cache and tells which imports happen before the first log line (the
 times it gives are inflated by the profiling itself). Also shown: when the first log line, the
 `bot.ready` line and the join came, from the launch (the bot's output is read by a thread as it
 arrives).
 
-The baselines of the same run, timed in every round after the bot (three rounds, the medians;
+The baselines of the same run, timed in every round after the bot (five rounds, the medians;
 a second of quiet before each start), tell how much of the start-up is the bot's own:
 
 * the raw matrix-nio echo bot (bench/echo_bot.py, encryption on, a fresh store) started the same
@@ -77,7 +78,7 @@ NAME = "start-up"
 METRIC = "launch -> first answered !ping (median)"
 RATIO_METRIC = "start-up bot / echo bot (medians)"
 TARGET = 1.5  # seconds
-RUNS = 3
+RUNS = 5
 SETTLE_S = 1.0  # of quiet before each timed start: none inherits the last one's aftermath
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 # The floors: `python -c <code>`, from launch to exit.

@@ -7,16 +7,35 @@ brackets cannot stall the event loop."""
 
 from __future__ import annotations
 
+import html as html_text
 import re
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import nh3
-from markdown_it import MarkdownIt
 
-# Raw HTML in the source is shown as text, never interpreted.
-_md = MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False}).enable(
-    ["strikethrough", "table"]
-)
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+
+
+@cache
+def _markdown_it() -> MarkdownIt:
+    """Loaded at the first reply that needs it (plain ones, such as `!ping`'s, do not)."""
+    from markdown_it import MarkdownIt
+
+    # Raw HTML in the source is shown as text, never interpreted.
+    return MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False}).enable(
+        ["strikethrough", "table"]
+    )
+
+
+# One line that no markdown construct can start or end in: a letter first, no character that
+# opens one (emphasis, code, links, autolinks, entities, escapes, strikethrough, tables, headings,
+# quotes), no control character (a line break among them), no trailing space. Markdown renders it
+# as the escaped text itself (tests/unit/test_render_plain.py checks this against markdown-it).
+# One character class repeated: linear, whatever the text.
+_PLAIN = re.compile(r"[^\W\d_][^\x00-\x1f\x7f\\`*_\[\]<>#|~&]*")
+_PLAIN_MAX_CHARS = 2000
 
 # https://spec.matrix.org/latest/client-server-api/#mroommessage-msgtypes (m.text HTML subset)
 _ALLOWED_TAGS = {
@@ -51,11 +70,27 @@ def sanitize_html(html: str) -> str:
 
 
 def markdown_to_html(markdown: str) -> str:
-    html = _md.render(markdown).strip()
+    if is_plain(markdown):
+        return sanitize_html(html_text.escape(markdown, quote=False))
+    return rendered(markdown)
+
+
+def rendered(markdown: str) -> str:
+    """`markdown` through markdown-it, sanitised."""
+    html = _markdown_it().render(markdown).strip()
     # A single paragraph needs no <p> wrapper; Element renders it more compactly.
     if html.startswith("<p>") and html.endswith("</p>") and html.count("<p>") == 1:
         html = html[3:-4]
     return sanitize_html(html)
+
+
+def is_plain(markdown: str) -> bool:
+    """Whether `markdown` renders as itself (escaped), without markdown-it."""
+    return (
+        len(markdown) <= _PLAIN_MAX_CHARS
+        and _PLAIN.fullmatch(markdown) is not None
+        and not markdown[-1].isspace()
+    )
 
 
 def _reduce_mention_links(markdown: str) -> str:
