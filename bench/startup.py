@@ -15,10 +15,10 @@ a brand-new device is not the bot's start-up.
 
 Five timed runs (the median is the figure: this machine's speed drifts by a third from one
 minute to the next, and five runs hold the median steadier than three), after one run under
-``python -X importtime`` that is not timed: it warms the file cache and tells which imports happen before the first log line (the
-times it gives are inflated by the profiling itself). Also shown: when the first log line, the
-`bot.ready` line and the join came, from the launch (the bot's output is read by a thread as it
-arrives).
+``python -X importtime`` that is not timed: it warms the file cache and tells which imports
+happen before the first log line (the times it gives are inflated by the profiling itself). Also
+shown: when the first log line, the `bot.ready` line and the join came, from the launch (the
+bot's output is read by a thread as it arrives).
 
 The baselines of the same run, timed in every round after the bot (five rounds, the medians;
 a second of quiet before each start), tell how much of the start-up is the bot's own:
