@@ -560,11 +560,10 @@ class BotApp:
         )  # fmt: skip
         stack.push_async_callback(self._close_recovery)
         stack.push_async_callback(_cancel_all, [securing] if securing else [])  # stopped first
-        for step in (parts.sync.ready.wait(), securing):
-            if step is not None and not await self._until_stopped(
-                asyncio.ensure_future(step), tasks
-            ):
-                return
+        if not await self._until_stopped(asyncio.create_task(parts.sync.ready.wait()), tasks):
+            return
+        if securing is not None and not await self._until_stopped(securing, tasks):
+            return
         tasks.append(asyncio.create_task(parts.courier.run(), name="outbox"))
         if parts.state_watch is not None and parts.lists is not None:
             tasks.append(asyncio.create_task(

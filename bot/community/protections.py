@@ -288,10 +288,7 @@ class ProtectionService:
             lines.append(line)
         if len(items) > 50:
             lines.append(f"… and {len(items) - 50} more (see the audit log).")
-        try:
-            await self._actions.post(room_id, "\n\n".join(lines))
-        except RoomActionError as failed:
-            log.warning("protections.report_failed", error=str(failed))
+        await self._tell_admins("\n\n".join(lines))
 
     def redaction_failed(self, room_id: str, error: str) -> None:
         """A caught message could not be removed (no power to redact, say): the admin room
@@ -303,12 +300,17 @@ class ProtectionService:
         name = escape_markdown(self._actions.room_name(room_id))
         what = "1 caught message" if len(errors) == 1 else f"{len(errors)} caught messages"
         why = ", ".join(escape_markdown(shorten(e, 80)) for e in dict.fromkeys(errors))
-        text = (f"⚠️ I could not remove {what} in **{name}** ({why}). If I lack the power to "
-                "redact there, give it to me, or remove them by hand.")  # fmt: skip
+        await self._tell_admins(
+            f"⚠️ I could not remove {what} in **{name}** ({why}). If I lack the power to redact "
+            "there, give it to me, or remove them by hand."
+        )
+
+    async def _tell_admins(self, markdown: str) -> None:
+        """A report in the admin room; one that cannot be posted is logged."""
         if self._admin_room is None:
             return
         try:
-            await self._actions.post(self._admin_room, text)
+            await self._actions.post(self._admin_room, markdown)
         except RoomActionError as failed:
             log.warning("protections.report_failed", error=str(failed))
 
@@ -418,13 +420,9 @@ class ProtectionService:
         task = self._reopen.pop(room_id, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-        if self._admin_room is not None:
-            name = escape_markdown(self._actions.room_name(room_id))
-            rule = escape_markdown(str(join_rule.get("join_rule")))
-            try:
-                await self._actions.post(self._admin_room, f"🔓 **{name}** is open again ({rule}).")
-            except RoomActionError:
-                pass
+        name = escape_markdown(self._actions.room_name(room_id))
+        rule = escape_markdown(str(join_rule.get("join_rule")))
+        await self._tell_admins(f"🔓 **{name}** is open again ({rule}).")
         return True
 
     # -- by hand -----------------------------------------------------------------------------------

@@ -201,8 +201,6 @@ class SyncLoop:
                 await uploading
             if client.should_upload_keys:
                 await client.keys_upload()
-                if not client.should_upload_keys:
-                    self._keys_up.set()
             if client.should_query_keys:
                 await client.keys_query()
             if client.should_claim_keys:
